@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` (the default study) and `make test` (all tests).
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup data bench clean
+
+run: $(STAMP)
+	$(VENV)/bin/phalanx run --out out
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+data:
+	bash scripts/fetch_fashion_mnist.sh .
+
+bench: $(STAMP)
+	$(PY) benchmarks/engine_overhead.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,1 @@
+"""The range: scenarios, studies, runs, metrics and reports."""

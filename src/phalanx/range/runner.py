@@ -1,0 +1,260 @@
+"""Run a study: build each scenario's network, run its rounds, write metrics and the report.
+
+Output layout (``--out DIR``)::
+
+    DIR/summary.json            every run's configuration, final metrics, events, partition,
+                                and a manifest (versions, commit, config hashes, seeds)
+    DIR/<run>/metrics.jsonl     one JSON record per round
+    DIR/report.html             self-contained report (plots embedded, opens offline)
+
+Everything random derives from the scenario seed (:mod:`phalanx.core.seeding`), so the same seed
+gives the same numbers on CPU; only the wall times differ.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import phalanx
+from phalanx.aggregate import AGGREGATORS
+from phalanx.attacks import DATA_ATTACKS, UPDATE_ATTACKS
+from phalanx.core.seeding import derive_seed, generator
+from phalanx.data import DATASETS, PARTITIONERS, Dataset, label_histogram
+from phalanx.engine import Fault, FaultSchedule, Simulation
+from phalanx.models import MODELS, FlatModel, initial_row
+from phalanx.network import TOPOLOGIES
+from phalanx.range.scenario import Scenario, ScenarioError
+from phalanx.train import SGDConfig, Shards
+
+
+class RunError(RuntimeError):
+    """A valid scenario that cannot run here (missing data set, no CUDA, ...)."""
+
+
+@dataclass
+class BuiltRun:
+    scenario: Scenario
+    simulation: Simulation
+    dataset: Dataset
+    partition: dict[str, Any]
+    graph: dict[str, Any] | None
+    malicious: list[int]
+    events: list[dict]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("device: cuda was asked for but torch sees no CUDA device")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _subset(n: int, k: int | None, seed: int, label: str) -> torch.Tensor | None:
+    if k is None or k >= n:
+        return None
+    return torch.randperm(n, generator=generator(seed, label))[:k].sort().values
+
+
+def _plugin_failure(path: str, error: Exception) -> ScenarioError:
+    return ScenarioError(f"{path}: {error}")
+
+
+def build(scenario: Scenario) -> BuiltRun:
+    """Everything a run needs, from a validated scenario."""
+    s = scenario
+    device = resolve_device(s.device)
+    try:
+        dataset = DATASETS.build(s.data.dataset.name, **s.data.dataset.params)
+    except FileNotFoundError as e:
+        raise RunError(str(e)) from None
+    except ValueError as e:
+        raise _plugin_failure("data.dataset", e) from None
+
+    x, y = dataset.x_train, dataset.y_train
+    pick = _subset(len(y), s.data.train_samples, s.seed, "train_subset")
+    if pick is not None:
+        x, y = x[pick], y[pick]
+    try:
+        parts = PARTITIONERS.build(s.data.partition.name, y, s.data.nodes,
+                                   generator(s.seed, "partition"), **s.data.partition.params)
+    except ValueError as e:
+        raise _plugin_failure("data.partition", e) from None
+    histogram = label_histogram(y, parts, dataset.num_classes)
+
+    n = s.data.nodes
+    malicious_ids = torch.randperm(n, generator=generator(s.seed, "malicious"))[: s.adversary.malicious]
+    malicious = torch.zeros(n, dtype=torch.bool)
+    malicious[malicious_ids] = True
+
+    if s.adversary.data_attack is not None and s.adversary.malicious:
+        attack = DATA_ATTACKS.build(s.adversary.data_attack.name, **s.adversary.data_attack.params)
+        x, y, parts = _poison(attack, x, y, parts, malicious_ids.tolist(), dataset.num_classes, s.seed)
+
+    shards = Shards.from_parts(x.to(device), y.to(device), [p.to(device) for p in parts])
+    try:
+        factory = lambda: MODELS.build(s.model.name, dataset.input_shape, dataset.num_classes,  # noqa: E731
+                                       **s.model.params)
+        initial = initial_row(factory, derive_seed(s.seed, "init")).to(device)
+        flat_model = FlatModel(factory())
+    except ValueError as e:
+        raise _plugin_failure("model", e) from None
+
+    try:
+        if s.topology.name == "gossip":
+            topology = TOPOLOGIES.build("gossip", n, derive_seed(s.seed, "graph"),
+                                        graph=s.topology.graph.name,
+                                        graph_params=s.topology.graph.params, mixing=s.topology.mixing)
+        else:
+            topology = TOPOLOGIES.build("star", n, derive_seed(s.seed, "graph"))
+    except ValueError as e:
+        raise _plugin_failure("topology.graph", e) from None
+
+    aggregator = AGGREGATORS.build(s.aggregator.name, **s.aggregator.params)
+    update_attack = None
+    if s.adversary.update_attack is not None:
+        update_attack = UPDATE_ATTACKS.build(s.adversary.update_attack.name,
+                                             **s.adversary.update_attack.params)
+    schedule = FaultSchedule(_faults(s), n)
+
+    test_pick = _subset(len(dataset.y_test), s.data.test_samples, s.seed, "test_subset")
+    test_x, test_y = dataset.x_test, dataset.y_test
+    if test_pick is not None:
+        test_x, test_y = test_x[test_pick], test_y[test_pick]
+
+    simulation = Simulation(
+        flat_model=flat_model, initial=initial, shards=shards,
+        test_x=test_x.to(device), test_y=test_y.to(device), topology=topology,
+        aggregator=aggregator, malicious=malicious.to(device), faults=schedule,
+        sgd=SGDConfig(epochs=s.train.epochs, batch_size=s.train.batch_size, lr=s.train.lr,
+                      momentum=s.train.momentum, weight_decay=s.train.weight_decay),
+        seed=s.seed, update_attack=update_attack, participation=s.topology.participation,
+        weighting=s.topology.weighting, strategy=s.train.strategy, chunk_size=s.train.chunk_size,
+        eval_every=s.eval.every,
+    )
+    partition = {
+        "partitioner": s.data.partition.name, "params": s.data.partition.params,
+        "sizes": [len(p) for p in parts], "label_histogram": histogram.tolist(),
+        "classes": list(dataset.classes),
+    }
+    graph = {"nodes": n, "edges": [list(e) for e in topology.edges()]} if topology.kind == "gossip" else None
+    return BuiltRun(s, simulation, dataset, partition, graph, sorted(malicious_ids.tolist()),
+                    schedule.events())
+
+
+def _faults(s: Scenario) -> list[Fault]:
+    out = []
+    for i, f in enumerate(s.faults):
+        if f.target == "server":
+            out.append(Fault(nodes=(), crash=f.crash, recover=f.recover, server=True))
+        elif f.target == "nodes":
+            out.append(Fault(nodes=tuple(f.nodes), crash=f.crash, recover=f.recover))
+        else:
+            ids = torch.randperm(s.data.nodes, generator=generator(s.seed, "fault", i))[: f.count]
+            out.append(Fault(nodes=tuple(sorted(ids.tolist())), crash=f.crash, recover=f.recover))
+    return out
+
+
+def _poison(attack, x, y, parts, malicious: list[int], num_classes: int, seed: int):
+    """Give each malicious node its own rewritten copy of its shard, appended to the pool."""
+    xs, ys, parts = [x], [y], list(parts)
+    offset = len(y)
+    for node in malicious:
+        idx = parts[node]
+        if len(idx) == 0:
+            continue
+        px, py = attack.poison(x[idx], y[idx], num_classes, generator(seed, "data_attack", node))
+        xs.append(px)
+        ys.append(py)
+        parts[node] = torch.arange(offset, offset + len(idx))
+        offset += len(idx)
+    return torch.cat(xs), torch.cat(ys), parts
+
+
+# -- the study ---------------------------------------------------------------------------------------
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+
+
+def manifest(runs: list[Scenario], device: str) -> dict[str, Any]:
+    import numpy
+
+    return {
+        "phalanx": phalanx.__version__, "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": numpy.__version__,
+        "platform": platform.platform(), "commit": _commit(), "device": device,
+        "config_sha256": {r.name: r.sha256() for r in runs},
+        "seeds": sorted({r.seed for r in runs}),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["phalanx", *sys.argv[1:]]),
+    }
+
+
+def _commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
+              progress: bool = True) -> dict[str, Any]:
+    """Run every scenario, write all outputs under ``out_dir``, return the summary."""
+    from phalanx.range.progress import StudyProgress
+    from phalanx.range.report import write_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    built = [build(s) for s in runs]
+    device = str(built[0].simulation.rows.device) if built else "cpu"
+    summary: dict[str, Any] = {"study": study, "description": description,
+                               "manifest": manifest(runs, device), "runs": []}
+    records: dict[str, list[dict]] = {}
+    with StudyProgress(enabled=progress) as bar:
+        for b in built:
+            s = b.scenario
+            run_dir = out_dir / slug(s.name)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            task = bar.add(s.name, s.rounds)
+            rows: list[dict] = []
+            with (run_dir / "metrics.jsonl").open("w") as fh:
+                for record in b.simulation.run(s.rounds):
+                    rows.append(record)
+                    fh.write(json.dumps(record) + "\n")
+                    bar.advance(task, record)
+            records[s.name] = rows
+            summary["runs"].append(_run_summary(b, rows))
+    summary["manifest"]["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_report(out_dir, summary, records)
+    return summary
+
+
+def _run_summary(b: BuiltRun, rows: list[dict]) -> dict[str, Any]:
+    s = b.scenario
+    final = next((r for r in reversed(rows) if r.get("accuracy") is not None), rows[-1] if rows else {})
+    return {
+        "name": s.name, "topology": s.topology.name, "description": s.description,
+        "config": s.model_dump(mode="json"), "config_sha256": s.sha256(), "final": final,
+        "events": b.events + b.simulation.events, "partition": b.partition, "graph": b.graph,
+        "malicious": b.malicious, "dataset": {"name": b.dataset.name, "source": b.dataset.source},
+        "model_parameters": b.simulation.rows.shape[1],
+    }

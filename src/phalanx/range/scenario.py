@@ -1,0 +1,354 @@
+"""Scenario files: one YAML file, validated with pydantic, every field with a default and bounds.
+
+A file is either one scenario, or a *study*: the same top-level fields as a base, plus ``runs:``,
+a list of named partial scenarios merged over the base (``phalanx run`` with no file runs the
+built-in default study, ``studies/default.yaml`` beside this module). ``--set a.b=v`` overrides
+are applied last, to every run.
+
+Plug-ins (dataset, partitioner, model, graph, aggregator, attacks) are written
+``{name: <registered name>, <hyper-parameter>: <value>, ...}`` or just ``<name>``; their
+hyper-parameters are validated against the plug-in's own signature (:mod:`phalanx.core.registry`).
+
+Every failure becomes a :class:`ScenarioError` with one line that names the field, the bad value
+and what is allowed; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from phalanx.core import PluginError, Registry
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; ``str()`` is one line naming the field and the problem."""
+
+
+def _as_plugin(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Plugin(BaseModel):
+    """A registered plug-in by name, with its hyper-parameters beside the name."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+PluginField = Annotated[Plugin, BeforeValidator(_as_plugin)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Strict):
+    dataset: PluginField = Field(Plugin(name="fashion_mnist"), description="Dataset to load.")
+    partition: PluginField = Field(Plugin(name="dirichlet", alpha=0.5),
+                                   description="How the training set is split across nodes.")
+    nodes: Annotated[int, Field(ge=1, le=100_000)] = Field(40, description="Number of nodes.")
+    train_samples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Use a seeded random subset of this many training samples (all if null).")
+    test_samples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Evaluate on a seeded random subset of the test set (all if null).")
+
+
+class TrainSpec(Strict):
+    epochs: Annotated[int, Field(ge=1, le=1000)] = Field(1, description="Local epochs per round.")
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(32, description="Local batch size.")
+    lr: Annotated[float, Field(gt=0, le=100)] = Field(0.05, description="Local learning rate.")
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="SGD momentum (reset each round).")
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="L2 weight decay.")
+    strategy: Literal["auto", "loop", "vmap", "chunked"] = Field(
+        "auto", description="How local training runs: auto picks per device and model size.")
+    chunk_size: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        0, description="Nodes per vmap chunk for 'chunked' (0: sized to the cache).")
+
+
+class TopologySpec(Strict):
+    name: Literal["star", "gossip"] = Field("star", description="star (server) or gossip (graph).")
+    graph: PluginField = Field(Plugin(name="random_regular", degree=8),
+                               description="Gossip graph (ignored for star).")
+    mixing: Literal["uniform", "metropolis"] = Field("uniform", description="Gossip mixing weights.")
+    participation: Annotated[float, Field(gt=0, le=1)] = Field(
+        1.0, description="Share of live nodes taking part in each round.")
+    weighting: Literal["samples", "uniform"] = Field(
+        "samples", description="Star aggregation weights: shard sizes (FedAvg) or equal.")
+
+
+class AdversarySpec(Strict):
+    malicious: Annotated[int, Field(ge=0)] = Field(0, description="Number of malicious nodes.")
+    update_attack: PluginField | None = Field(None, description="Attack on what malicious nodes send.")
+    data_attack: PluginField | None = Field(None, description="Attack on malicious nodes' data.")
+
+
+class FaultSpec(Strict):
+    target: Literal["server", "nodes", "random"] = Field(description="What crashes.")
+    nodes: list[Annotated[int, Field(ge=0)]] = Field([], description="Node ids (target: nodes).")
+    count: Annotated[int, Field(ge=0)] = Field(0, description="How many random nodes (target: random).")
+    crash: Annotated[int, Field(ge=1)] = Field(description="Round at which it goes down.")
+    recover: Annotated[int, Field(ge=2)] | None = Field(None, description="Round at which it comes back.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "FaultSpec":
+        if self.recover is not None and self.recover <= self.crash:
+            raise ValueError(f"recover ({self.recover}) must come after crash ({self.crash})")
+        if self.target == "nodes" and not self.nodes:
+            raise ValueError("target 'nodes' needs a non-empty 'nodes' list")
+        if self.target == "random" and self.count < 1:
+            raise ValueError("target 'random' needs 'count' of at least 1")
+        return self
+
+
+class EvalSpec(Strict):
+    every: Annotated[int, Field(ge=1, le=100_000)] = Field(1, description="Evaluate every k rounds.")
+
+
+class Scenario(Strict):
+    """One run of the range."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)] = Field("run", description="Run name.")
+    description: str = Field("", description="Free text shown in the report.")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(0, description="Seed of every random choice.")
+    rounds: Annotated[int, Field(ge=1, le=100_000)] = Field(30, description="Number of rounds.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if available.")
+    plugins: list[str] = Field([], description="Python modules to import first (user plug-ins).")
+    data: DataSpec = DataSpec()
+    model: PluginField = Field(Plugin(name="mlp"), description="Model to train.")
+    train: TrainSpec = TrainSpec()
+    topology: TopologySpec = TopologySpec()
+    aggregator: PluginField = Field(Plugin(name="mean"), description="Aggregation rule.")
+    adversary: AdversarySpec = AdversarySpec()
+    faults: list[FaultSpec] = Field([], description="Crash and recovery schedule.")
+    eval: EvalSpec = EvalSpec()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Scenario":
+        n = self.data.nodes
+        if self.adversary.malicious > n:
+            raise _field_error("adversary.malicious", self.adversary.malicious,
+                               f"more malicious nodes than nodes ({n})")
+        for i, f in enumerate(self.faults):
+            bad = [j for j in f.nodes if j >= n]
+            if bad:
+                raise _field_error(f"faults.{i}.nodes", bad, f"node ids must be below {n}")
+            if f.count > n:
+                raise _field_error(f"faults.{i}.count", f.count, f"more than the {n} nodes")
+            if f.target == "server" and self.topology.name != "star":
+                raise _field_error(f"faults.{i}.target", "server", "only a star has a server")
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+class _FieldError(ValueError):
+    def __init__(self, path: str, value: Any, problem: str):
+        self.path, self.value, self.problem = path, value, problem
+        super().__init__(f"{path}: {problem} (got {value!r})")
+
+
+def _field_error(path: str, value: Any, problem: str) -> _FieldError:
+    return _FieldError(path, value, problem)
+
+
+# -- plug-in names and hyper-parameters ----------------------------------------------------------
+def plugin_slots() -> list[tuple[str, Registry]]:
+    """(path in the scenario, registry) for every plug-in field."""
+    from phalanx.aggregate import AGGREGATORS
+    from phalanx.attacks import DATA_ATTACKS, UPDATE_ATTACKS
+    from phalanx.data import DATASETS, PARTITIONERS
+    from phalanx.models import MODELS
+    from phalanx.network import GRAPHS
+
+    return [
+        ("data.dataset", DATASETS), ("data.partition", PARTITIONERS), ("model", MODELS),
+        ("topology.graph", GRAPHS), ("aggregator", AGGREGATORS),
+        ("adversary.update_attack", UPDATE_ATTACKS), ("adversary.data_attack", DATA_ATTACKS),
+    ]
+
+
+def _lookup(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_plugins(scenario: Scenario) -> None:
+    """Every plug-in name is registered and its hyper-parameters fit its signature."""
+    for path, registry in plugin_slots():
+        spec = _lookup(scenario, path)
+        if spec is None:
+            continue
+        try:
+            registry.validate(spec.name, spec.params)
+        except PluginError as e:
+            raise ScenarioError(f"{path}.name: {e} (got {spec.name!r})") from None
+        except pydantic.ValidationError as e:
+            raise ScenarioError(format_validation_error(e, prefix=path)) from None
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def default_study_path() -> Path:
+    return Path(str(resources.files("phalanx.range").joinpath("studies/default.yaml")))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(f"{path}: cannot read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ScenarioError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def parse_set(assignments: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ScenarioError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.1")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ScenarioError(f"--set {item!r}: {part} is set twice")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def import_plugins(modules: list[str]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a user's module may fail in any way
+            raise ScenarioError(f"plugins: cannot import {name!r}: {type(e).__name__}: {e}") from None
+
+
+def load_study(
+    path: Path | None, overrides: dict[str, Any] | None = None, seed: int | None = None
+) -> tuple[str, str, list[Scenario]]:
+    """Read a scenario or study file; return (study name, description, validated runs)."""
+    source = path or default_study_path()
+    raw = load_yaml(source)
+    raw_runs = raw.pop("runs", None)
+    study = str(raw.pop("study", source.stem))
+    description = str(raw.pop("study_description", ""))
+    overrides = dict(overrides or {})
+    if seed is not None:
+        overrides["seed"] = seed
+    import_plugins([*raw.get("plugins", []), *overrides.get("plugins", [])])
+    if raw_runs is None:
+        merged = [("", deep_merge(raw, overrides))]
+    elif not isinstance(raw_runs, list) or not raw_runs:
+        raise ScenarioError(f"{source}: runs: expected a non-empty list of runs")
+    else:
+        merged = []
+        for i, run in enumerate(raw_runs):
+            if not isinstance(run, dict):
+                raise ScenarioError(f"{source}: runs.{i}: expected a mapping, got {run!r}")
+            label = f"run {run.get('name', i)!r}: "
+            merged.append((label, deep_merge(deep_merge(raw, run), overrides)))
+    runs, names = [], set()
+    for label, data in merged:
+        try:
+            scenario = Scenario.model_validate(data)
+            check_plugins(scenario)
+        except pydantic.ValidationError as e:
+            raise ScenarioError(f"{source}: {label}{format_validation_error(e)}") from None
+        except ScenarioError as e:
+            raise ScenarioError(f"{source}: {label}{e}") from None
+        if scenario.name in names:
+            raise ScenarioError(f"{source}: {label}name: two runs are named {scenario.name!r}")
+        names.add(scenario.name)
+        runs.append(scenario)
+    return study, description, runs
+
+
+# -- one-line errors -------------------------------------------------------------------------------
+def format_validation_error(error: pydantic.ValidationError, prefix: str = "") -> str:
+    """The first error as one line: ``path: problem (got value)``, plus a count of the rest."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+    path = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
+    ctx_error = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _FieldError):
+        line = f"{ctx_error.path}: {ctx_error.problem} (got {ctx_error.value!r})"
+    elif first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(error.title, loc[:-1])
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        line = f"{path}: unknown key{hint}"
+    elif first["type"] == "missing":
+        line = f"{path}: required field is missing"
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+        line = f"{path}: {msg[0].lower() + msg[1:]} (got {first.get('input')!r})"
+    more = len(errors) - 1
+    return line + (f" (+{more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def _allowed_keys(title: str, loc: list[str]) -> list[str]:
+    model: Any = Scenario if title == "Scenario" else None
+    if model is None:
+        return []
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), ann)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return sorted(model.model_fields)
