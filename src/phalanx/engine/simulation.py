@@ -90,10 +90,7 @@ class Simulation:
         t_start = time.perf_counter()
         for r in range(start, rounds + 1):
             t0 = time.perf_counter()
-            if self.topology.kind == "star":
-                info = self._star_round(r)
-            else:
-                info = self._gossip_round(r)
+            info = self.step(r)
             if r % self.eval_every == 0 or r == rounds:
                 info.update(self.evaluate(self.faults.alive(r)))
             else:
@@ -104,11 +101,25 @@ class Simulation:
             now = time.perf_counter()
             yield {"round": r, **info, "wall_time_s": now - t0, "elapsed_s": now - t_start}
 
+    def step(self, r: int) -> dict:
+        """Run round ``r`` (train, attack, exchange, aggregate) without evaluating."""
+        return self._star_round(r) if self.topology.kind == "star" else self._gossip_round(r)
+
     def _sample(self, r: int, alive: torch.Tensor) -> torch.Tensor:
-        """Participants this round: each live node independently with ``participation``."""
-        if self.participation >= 1.0:
-            return alive.nonzero().squeeze(1)
+        """Participants this round (sorted node ids).
+
+        Star: the server picks exactly ``max(1, round(participation * live))`` live nodes
+        uniformly without replacement (FedAvg's C-fraction, McMahan et al. 2017, Algorithm 1).
+        Gossip has no one to pick: each live node takes part independently with probability
+        ``participation``.
+        """
+        live = alive.nonzero().squeeze(1)
+        if self.participation >= 1.0 or len(live) == 0:
+            return live
         g = generator(self.seed, "round", r, "participation")
+        if self.topology.kind == "star":
+            m = max(1, round(self.participation * len(live)))
+            return live[torch.randperm(len(live), generator=g)[:m]].sort().values
         draw = torch.rand(alive.shape[0], generator=g) < self.participation
         return (alive & draw).nonzero().squeeze(1)
 
@@ -121,7 +132,7 @@ class Simulation:
         knows = self.update_attack.knowledge in KNOWS_HONEST
         return AttackView(
             round=r, own_updates=own, receivers=receivers,
-            generator=generator(self.seed, "round", r, "attack", int(receivers[0])),
+            generator=generator(self.seed, "round", r, "attack", device=self.rows.device),
             honest_updates=honest_updates if knows else None,
             defense=self.aggregator if self.update_attack.knowledge == "defense" else None,
         )
@@ -173,6 +184,16 @@ class Simulation:
         mal_base = before[bad]
         attack = self.update_attack if (self.update_attack is not None and bool(bad.any())) else None
 
+        # what every malicious participant sends to every receiver: (n_bad, 1 or len(part), d),
+        # crafted once per round so that it cannot depend on how receivers are chunked
+        crafted = None
+        if attack is not None:
+            crafted = attack.craft(self._attack_view(r, part, own, honest_updates)).to(self.rows.dtype)
+            if crafted.shape[1] not in (1, len(part)):
+                raise ValueError(f"{type(attack).__name__} returned {crafted.shape[1]} receivers, "
+                                 f"expected 1 or {len(part)}")
+        live_nb = (self.table_mask & alive[self.table_index])[:, 1:].any(1)
+
         n, k = self.table_index.shape
         d = self.rows.shape[1]
         chunk = max(1, self.memory_budget_bytes // (k * d * self.rows.element_size() * 3))
@@ -182,23 +203,22 @@ class Simulation:
             idx = self.table_index[recv]
             mask = self.table_mask[recv] & sending[idx]
             msgs = self.rows[idx]
-            if attack is not None:
+            if crafted is not None:
                 rank = mal_rank[idx]
                 is_bad = (rank >= 0) & mask
                 is_bad[:, 0] = False  # a node's own slot is its own model
                 if bool(is_bad.any()):
-                    crafted = attack.craft(self._attack_view(r, recv, own, honest_updates))
-                    cols = torch.arange(len(recv), device=device)[:, None] if crafted.shape[1] > 1 \
-                        else torch.zeros(len(recv), 1, dtype=torch.int64, device=device)
+                    cols = (start + torch.arange(len(recv), device=device))[:, None] \
+                        if crafted.shape[1] > 1 else torch.zeros(len(recv), 1, dtype=torch.int64, device=device)
                     forged = mal_base[rank.clamp(min=0)] + crafted[rank.clamp(min=0), cols]
-                    msgs = torch.where(is_bad[..., None], forged.to(msgs.dtype), msgs)
+                    msgs = torch.where(is_bad[..., None], forged, msgs)
             own_rows = self.rows[recv]
             counts = mask.sum(1)
             ok = self.aggregator.admissible(counts)
             out = self.aggregator.aggregate(msgs - own_rows[:, None, :], mask,
                                             self.table_weight[recv], None)
             new_rows.append(own_rows + torch.where(ok[:, None], out, torch.zeros_like(out)))
-            connected.append(ok & (counts > 1))
+            connected.append(ok & live_nb[recv])
             starved = (~ok).nonzero().squeeze(1)
             for i in starved.tolist():
                 self.events.append({"round": r, "kind": "availability", "target": int(recv[i]),
@@ -210,9 +230,7 @@ class Simulation:
         if connected:
             reach[part] = torch.cat(connected)
         # nodes that sat out this round's sampling but are up and have a live neighbour count too
-        idle = alive & ~sending
-        live_nb = (self.table_mask & alive[self.table_index])[:, 1:].any(1)
-        reach |= idle & live_nb
+        reach |= alive & ~sending & live_nb
         available = int((reach & self.honest).sum())
         return {"availability": available / max(1, int(self.honest.sum())),
                 "alive": int(alive.sum()), "participants": len(part)}

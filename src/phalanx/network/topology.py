@@ -85,6 +85,8 @@ def small_world(
     """Watts-Strogatz: a ring lattice of ``k`` nearest neighbours, each edge rewired with ``p``."""
     if k >= n:
         raise ValueError(f"small_world: k {k} must be below the number of nodes {n}")
+    if k % 2:
+        raise ValueError(f"small_world: k must be even (k/2 neighbours on each side), got {k}")
     return _connected(lambda s: nx.connected_watts_strogatz_graph(n, k, p, tries=100, seed=s), seed)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from phalanx.data import DATASETS, PARTITIONERS, Dataset, label_histogram
 from phalanx.engine import Fault, FaultSchedule, Simulation
 from phalanx.models import MODELS, FlatModel, initial_row
 from phalanx.network import TOPOLOGIES
-from phalanx.range.scenario import Scenario, ScenarioError
+from phalanx.range.scenario import Scenario, ScenarioError, slug
 from phalanx.train import SGDConfig, Shards
 
 
@@ -100,14 +99,18 @@ def build(scenario: Scenario) -> BuiltRun:
 
     if s.adversary.data_attack is not None and s.adversary.malicious:
         attack = DATA_ATTACKS.build(s.adversary.data_attack.name, **s.adversary.data_attack.params)
-        x, y, parts = _poison(attack, x, y, parts, malicious_ids.tolist(), dataset.num_classes, s.seed)
+        try:
+            x, y, parts = _poison(attack, x, y, parts, malicious_ids.tolist(), dataset.num_classes, s.seed)
+        except ValueError as e:
+            raise _plugin_failure("adversary.data_attack", e) from None
 
     shards = Shards.from_parts(x.to(device), y.to(device), [p.to(device) for p in parts])
     try:
         factory = lambda: MODELS.build(s.model.name, dataset.input_shape, dataset.num_classes,  # noqa: E731
                                        **s.model.params)
         initial = initial_row(factory, derive_seed(s.seed, "init")).to(device)
-        flat_model = FlatModel(factory())
+        with torch.random.fork_rng(devices=[]):  # a run never draws from the global generator
+            flat_model = FlatModel(factory())
     except ValueError as e:
         raise _plugin_failure("model", e) from None
 
@@ -183,10 +186,6 @@ def _poison(attack, x, y, parts, malicious: list[int], num_classes: int, seed: i
 
 
 # -- the study ---------------------------------------------------------------------------------------
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
-
-
 def manifest(runs: list[Scenario], device: str) -> dict[str, Any]:
     import numpy
 
@@ -223,7 +222,15 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    built = [build(s) for s in runs]
+    built = []
+    for s in runs:
+        which = f"run {s.name!r}: " if len(runs) > 1 else ""
+        try:
+            built.append(build(s))
+        except ScenarioError as e:
+            raise ScenarioError(f"{which}{e}") from None
+        except RunError as e:
+            raise RunError(f"{which}{e}") from None
     device = str(built[0].simulation.rows.device) if built else "cpu"
     summary: dict[str, Any] = {"study": study, "description": description,
                                "manifest": manifest(runs, device), "runs": []}

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import importlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -88,7 +89,7 @@ class TopologySpec(Strict):
                                description="Gossip graph (ignored for star).")
     mixing: Literal["uniform", "metropolis"] = Field("uniform", description="Gossip mixing weights.")
     participation: Annotated[float, Field(gt=0, le=1)] = Field(
-        1.0, description="Share of live nodes taking part in each round.")
+        1.0, description="Star: the server samples this share of live nodes each round; gossip: each live node takes part with this probability.")
     weighting: Literal["samples", "uniform"] = Field(
         "samples", description="Star aggregation weights: shard sizes (FedAvg) or equal.")
 
@@ -205,7 +206,23 @@ def check_plugins(scenario: Scenario) -> None:
         except PluginError as e:
             raise ScenarioError(f"{path}.name: {e} (got {spec.name!r})") from None
         except pydantic.ValidationError as e:
-            raise ScenarioError(format_validation_error(e, prefix=path)) from None
+            allowed = sorted(registry.params_model(spec.name).model_fields)
+            raise ScenarioError(format_validation_error(e, prefix=path, allowed=allowed)) from None
+
+
+def with_plugin_defaults(scenario: Scenario) -> Scenario:
+    """The scenario with every plug-in's defaults filled in, so equal configs hash equally."""
+    data = scenario.model_dump(mode="json")
+    for path, registry in plugin_slots():
+        spec = _lookup(scenario, path)
+        if spec is None:
+            continue
+        node = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = {"name": spec.name, **registry.validate(spec.name, spec.params)}
+    return Scenario.model_validate(data)
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -285,9 +302,8 @@ def load_study(
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
-    import_plugins([*raw.get("plugins", []), *overrides.get("plugins", [])])
     if raw_runs is None:
-        merged = [("", deep_merge(raw, overrides))]
+        merged = [("", merge_scenario(raw, overrides))]
     elif not isinstance(raw_runs, list) or not raw_runs:
         raise ScenarioError(f"{source}: runs: expected a non-empty list of runs")
     else:
@@ -296,26 +312,72 @@ def load_study(
             if not isinstance(run, dict):
                 raise ScenarioError(f"{source}: runs.{i}: expected a mapping, got {run!r}")
             label = f"run {run.get('name', i)!r}: "
-            merged.append((label, deep_merge(deep_merge(raw, run), overrides)))
-    runs, names = [], set()
+            merged.append((label, merge_scenario(merge_scenario(raw, run), overrides)))
+    runs, folders = [], {}
     for label, data in merged:
         try:
+            import_plugins(_plugin_modules(data.get("plugins", [])))
             scenario = Scenario.model_validate(data)
             check_plugins(scenario)
+            scenario = with_plugin_defaults(scenario)
         except pydantic.ValidationError as e:
             raise ScenarioError(f"{source}: {label}{format_validation_error(e)}") from None
         except ScenarioError as e:
             raise ScenarioError(f"{source}: {label}{e}") from None
-        if scenario.name in names:
+        folder = slug(scenario.name)
+        if scenario.name in folders.values():
             raise ScenarioError(f"{source}: {label}name: two runs are named {scenario.name!r}")
-        names.add(scenario.name)
+        if folder in folders:
+            raise ScenarioError(f"{source}: {label}name: runs {folders[folder]!r} and {scenario.name!r} "
+                                f"would share the output folder {folder!r}; rename one")
+        folders[folder] = scenario.name
         runs.append(scenario)
     return study, description, runs
 
 
+def slug(name: str) -> str:
+    """The run's output folder name: ``name`` with anything but letters, digits, ``._-`` as ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+
+
+def _plugin_modules(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ScenarioError(f"plugins: expected a list of module names (got {value!r})")
+    return value
+
+
+def merge_scenario(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``deep_merge``, except that a plug-in given a new name starts from fresh parameters.
+
+    Merging ``{name: iid}`` over ``{name: dirichlet, alpha: 0.5}`` must not keep ``alpha``: the
+    hyper-parameters belong to the plug-in they were written for.
+    """
+    merged = deep_merge(base, over)
+    for path, _ in plugin_slots():
+        *parents, leaf = path.split(".")
+        b, o, m = base, over, merged
+        for part in parents:
+            b = b.get(part) if isinstance(b, dict) else None
+            o = o.get(part) if isinstance(o, dict) else None
+            m = m.get(part) if isinstance(m, dict) else None
+        if not (isinstance(o, dict) and isinstance(m, dict) and leaf in o):
+            continue
+        new, old = o[leaf], (b or {}).get(leaf) if isinstance(b, dict) else None
+        new_name = new if isinstance(new, str) else (new.get("name") if isinstance(new, dict) else None)
+        old_name = old if isinstance(old, str) else (old.get("name") if isinstance(old, dict) else None)
+        if new_name is not None and new_name != old_name:
+            m[leaf] = copy.deepcopy(new)
+    return merged
+
+
 # -- one-line errors -------------------------------------------------------------------------------
-def format_validation_error(error: pydantic.ValidationError, prefix: str = "") -> str:
-    """The first error as one line: ``path: problem (got value)``, plus a count of the rest."""
+def format_validation_error(
+    error: pydantic.ValidationError, prefix: str = "", allowed: list[str] | None = None
+) -> str:
+    """The first error as one line: ``path: problem (got value)``, plus a count of the rest.
+
+    ``allowed`` lists the keys accepted where an unknown key was found, when the caller knows them
+    better than the schema (a plug-in's hyper-parameters)."""
     errors = error.errors(include_url=False)
     first = errors[0]
     loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
@@ -324,8 +386,8 @@ def format_validation_error(error: pydantic.ValidationError, prefix: str = "") -
     if isinstance(ctx_error, _FieldError):
         line = f"{ctx_error.path}: {ctx_error.problem} (got {ctx_error.value!r})"
     elif first["type"] == "extra_forbidden":
-        allowed = _allowed_keys(error.title, loc[:-1])
-        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        keys = allowed if allowed is not None else _allowed_keys(error.title, loc[:-1])
+        hint = f"; allowed: {', '.join(keys) or '(none)'}" if keys is not None else ""
         line = f"{path}: unknown key{hint}"
     elif first["type"] == "missing":
         line = f"{path}: required field is missing"

@@ -29,6 +29,8 @@ Nodes with an empty shard are handled explicitly: they take no step and their ro
 
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -129,15 +131,21 @@ def train_nodes(
     generator: torch.Generator,
     strategy: Strategy = "auto",
     chunk_size: int = 0,
+    workers: int = 1,
 ) -> None:
-    """Train ``rows[nodes]`` in place on each node's shard. ``nodes`` is a 1-D index tensor."""
+    """Train ``rows[nodes]`` in place on each node's shard. ``nodes`` is a 1-D index tensor.
+
+    ``workers > 1`` (``loop`` on CPU only) trains disjoint groups of nodes in that many threads,
+    each with its own copy of the template model and one intra-op thread: torch releases the GIL
+    inside its kernels, and small per-node kernels use one core each better than two together.
+    """
     if len(nodes) == 0:
         return
     plan = batch_plan(shards, nodes, config.epochs, config.batch_size, generator)
     if strategy == "auto":
         strategy = choose_strategy(rows.device, rows.shape[1], len(nodes))
     if strategy == "loop":
-        _train_loop(flat_model, rows, nodes, shards, plan, config)
+        _train_loop_parallel(flat_model, rows, nodes, shards, plan, config, workers)
         return
     if strategy == "vmap":
         chunk_size = len(nodes)
@@ -163,6 +171,33 @@ def _sgd_step(w, buf, g, config: SGDConfig) -> None:
         torch._foreach_add_(buf, g)
         g = buf
     torch._foreach_add_(w, g, alpha=-config.lr)
+
+
+def _train_loop_parallel(fm: FlatModel, rows, nodes, shards, plan, config, workers: int) -> None:
+    workers = max(1, min(workers, len(nodes)))
+    if workers == 1 or rows.device.type != "cpu":
+        _train_loop(fm, rows, nodes, shards, plan, config)
+        return
+    replicas = _replicas(fm, workers)
+    groups = torch.arange(len(nodes)).tensor_split(workers)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            jobs = [pool.submit(_train_loop, replica, rows, nodes[g], shards, plan[g], config)
+                    for replica, g in zip(replicas, groups)]
+            for job in jobs:
+                job.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _replicas(fm: FlatModel, count: int) -> list[FlatModel]:
+    """``fm`` and ``count - 1`` copies of it, cached on ``fm`` across rounds."""
+    cached = fm.__dict__.setdefault("_replicas", [fm])
+    while len(cached) < count:
+        cached.append(FlatModel(copy.deepcopy(fm.module)))
+    return cached[:count]
 
 
 def _train_loop(fm: FlatModel, rows, nodes, shards: Shards, plan, config: SGDConfig) -> None:
