@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from phalanx.models import MODELS, FlatModel, initial_row
-from phalanx.train import SGDConfig, Shards, batch_plan, choose_strategy, train_nodes
+from phalanx.train import SGDConfig, Shards, batch_plan, choose_strategy, choose_workers, train_nodes
 from phalanx.train.local import SMALL_MODEL_DIM
 
 SHAPE = (1, 8, 8)
@@ -186,9 +186,17 @@ def test_choose_strategy_is_vmap_on_cuda():
     assert choose_strategy(torch.device("cuda"), 10**7, 1) == "vmap"
 
 
-def test_choose_strategy_on_cpu_depends_on_model_size():
+def test_choose_strategy_on_cpu_is_the_loop():
     cpu = torch.device("cpu")
-    assert choose_strategy(cpu, SMALL_MODEL_DIM, 8) == "chunked"
-    assert choose_strategy(cpu, SMALL_MODEL_DIM + 1, 8) == "loop"
-    assert choose_strategy(cpu, 100, 1) == "loop"  # nothing to batch
+    assert choose_strategy(cpu, 100, 1) == "loop"
+    assert choose_strategy(cpu, 10**6, 1000) == "loop"
+
+
+def test_choose_workers_threads_only_larger_models_on_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert choose_workers(cpu, SMALL_MODEL_DIM - 1, 100) == 1  # tiny model: GIL-bound
+    assert choose_workers(cpu, SMALL_MODEL_DIM, 100) == 4  # one per core
+    assert choose_workers(cpu, SMALL_MODEL_DIM, 3) == 3  # never more than the nodes
+    assert choose_workers(torch.device("cuda"), SMALL_MODEL_DIM, 100) == 1
 

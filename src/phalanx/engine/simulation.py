@@ -66,6 +66,7 @@ class Simulation:
     weighting: Literal["samples", "uniform"] = "samples"
     strategy: str = "auto"
     chunk_size: int = 0
+    workers: int = 0
     eval_every: int = 1
     memory_budget_bytes: int = 256 << 20
     events: list[dict] = field(default_factory=list)
@@ -126,7 +127,7 @@ class Simulation:
     def _train(self, r: int, nodes: torch.Tensor) -> None:
         g = generator(self.seed, "round", r, "shuffle")
         train_nodes(self.flat_model, self.rows, nodes.to(self.rows.device), self.shards, self.sgd,
-                    g, self.strategy, self.chunk_size)
+                    g, self.strategy, self.chunk_size, self.workers)
 
     def _attack_view(self, r, receivers, own, honest_updates) -> AttackView:
         knows = self.update_attack.knowledge in KNOWS_HONEST

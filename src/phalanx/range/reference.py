@@ -17,23 +17,21 @@ from pydantic.fields import FieldInfo
 from phalanx.range.scenario import Plugin, Scenario, plugin_slots
 
 
+_SYMBOLS = ((Ge, ">=", "ge"), (Gt, ">", "gt"), (Le, "<=", "le"), (Lt, "<", "lt"))
+
+
 def _bounds(info: FieldInfo) -> str:
-    parts = []
-    for m in info.metadata:
-        for cls, sym in ((Ge, ">="), (Gt, ">"), (Le, "<="), (Lt, "<")):
-            if isinstance(m, cls):
-                parts.append(f"{sym} {getattr(m, next(iter(m.__dataclass_fields__)))}")
-    inner = _unwrap(info.annotation)
-    for arg in typing.get_args(inner):
+    """The numeric bounds of a field, including those inside ``Annotated[...] | None``."""
+    metadata = list(info.metadata)
+    for arg in typing.get_args(info.annotation):
         for m in getattr(arg, "__metadata__", ()):
-            for cls, sym in ((Ge, ">="), (Gt, ">"), (Le, "<="), (Lt, "<")):
-                if isinstance(m, cls):
-                    parts.append(f"{sym} {getattr(m, next(iter(m.__dataclass_fields__)))}")
+            metadata += list(m.metadata) if isinstance(m, FieldInfo) else [m]
+    parts = []
+    for m in metadata:
+        for cls, symbol, attr in _SYMBOLS:
+            if isinstance(m, cls):
+                parts.append(f"{symbol} {getattr(m, attr)}")
     return ", ".join(parts)
-
-
-def _unwrap(annotation: Any) -> Any:
-    return annotation
 
 
 def _type_name(annotation: Any) -> str:

@@ -144,6 +144,7 @@ def build(scenario: Scenario) -> BuiltRun:
                       momentum=s.train.momentum, weight_decay=s.train.weight_decay),
         seed=s.seed, update_attack=update_attack, participation=s.topology.participation,
         weighting=s.topology.weighting, strategy=s.train.strategy, chunk_size=s.train.chunk_size,
+        workers=s.train.workers,
         eval_every=s.eval.every,
     )
     partition = {

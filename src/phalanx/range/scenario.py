@@ -81,6 +81,8 @@ class TrainSpec(Strict):
         "auto", description="How local training runs: auto picks per device and model size.")
     chunk_size: Annotated[int, Field(ge=0, le=100_000)] = Field(
         0, description="Nodes per vmap chunk for 'chunked' (0: sized to the cache).")
+    workers: Annotated[int, Field(ge=0, le=256)] = Field(
+        0, description="Threads for 'loop' on CPU, one node each (0: one per core for larger models).")
 
 
 class TopologySpec(Strict):

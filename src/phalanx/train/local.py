@@ -20,8 +20,9 @@ its own (to floating-point tolerance):
 - ``chunked``: ``vmap`` over chunks of ``chunk_size`` nodes, grouped by shard size so that few
   padded steps are wasted; bounds memory and keeps a chunk's weights in cache.
 
-``auto`` picks by device and model size (:func:`choose_strategy`); ``benchmarks/engine_overhead.py``
-measures the choice. All strategies consume one *batch plan* (:func:`batch_plan`), drawn from a
+``auto`` picks by device (:func:`choose_strategy`), and ``loop`` on CPU trains one node per core
+in worker threads for models big enough to gain from it (:func:`choose_workers`);
+``benchmarks/engine_overhead.py`` measures the choice. All strategies consume one *batch plan* (:func:`batch_plan`), drawn from a
 seeded generator, so they see the same batches in the same order.
 
 Nodes with an empty shard are handled explicitly: they take no step and their row is unchanged.
@@ -105,18 +106,26 @@ def batch_plan(
 
 
 def choose_strategy(device: torch.device, dim: int, nodes: int) -> str:
-    """The fastest strategy for this device and model, as measured by the engine benchmark.
+    """The fastest strategy for this device, as measured by ``benchmarks/engine_overhead.py``.
 
-    On CUDA one batched kernel per layer beats a launch per node per layer: ``vmap``.
-    On CPU, per-node weights that stay in cache win for models of tens of thousands of parameters
-    and up: ``loop``. For tiny models (logistic regression) the per-call overhead dominates and
-    batching a handful of nodes wins: ``chunked``.
+    On CUDA one batched kernel per layer beats a launch per node per layer: ``vmap``. On CPU,
+    per-node weights that stay in cache win for every model in the zoo, and ``vmap``'s start-up
+    cost (about a second in a fresh process) is never paid back at these sizes: ``loop``.
     """
-    if device.type == "cuda":
-        return "vmap"
-    if dim <= SMALL_MODEL_DIM and nodes > 1:
-        return "chunked"
-    return "loop"
+    return "vmap" if device.type == "cuda" else "loop"
+
+
+def choose_workers(device: torch.device, dim: int, nodes: int) -> int:
+    """Worker threads for ``loop`` on CPU: one per core for models of ``SMALL_MODEL_DIM`` and up.
+
+    Each node runs on one intra-op thread (see ``_train_loop_parallel``), so the cores are used by
+    training nodes side by side: measured 1.67x the hand-written loop on the CNN task of
+    ``benchmarks/flower_compare.py``. Tiny models (logistic regression) are bound by Python's
+    per-op overhead, which threads share one GIL for, so they stay on one worker.
+    """
+    if device.type != "cpu" or dim < SMALL_MODEL_DIM:
+        return 1
+    return max(1, min(torch.get_num_threads(), nodes))
 
 
 SMALL_MODEL_DIM = 20_000
@@ -131,11 +140,12 @@ def train_nodes(
     generator: torch.Generator,
     strategy: Strategy = "auto",
     chunk_size: int = 0,
-    workers: int = 1,
+    workers: int = 0,
 ) -> None:
     """Train ``rows[nodes]`` in place on each node's shard. ``nodes`` is a 1-D index tensor.
 
-    ``workers > 1`` (``loop`` on CPU only) trains disjoint groups of nodes in that many threads,
+    ``workers`` (0: :func:`choose_workers`; ``loop`` on CPU only) trains disjoint groups of nodes
+    in that many threads,
     each with its own copy of the template model and one intra-op thread: torch releases the GIL
     inside its kernels, and small per-node kernels use one core each better than two together.
     """
@@ -145,6 +155,8 @@ def train_nodes(
     if strategy == "auto":
         strategy = choose_strategy(rows.device, rows.shape[1], len(nodes))
     if strategy == "loop":
+        if workers <= 0:
+            workers = choose_workers(rows.device, rows.shape[1], len(nodes))
         _train_loop_parallel(flat_model, rows, nodes, shards, plan, config, workers)
         return
     if strategy == "vmap":
@@ -174,15 +186,24 @@ def _sgd_step(w, buf, g, config: SGDConfig) -> None:
 
 
 def _train_loop_parallel(fm: FlatModel, rows, nodes, shards, plan, config, workers: int) -> None:
-    workers = max(1, min(workers, len(nodes)))
-    if workers == 1 or rows.device.type != "cpu":
+    """The loop, on CPU with one intra-op thread per node and ``workers`` nodes at a time.
+
+    Spreading one node's batch-32 kernels over several intra-op threads is slow and erratic on
+    small CPUs (measured: 3 against 132 LeNet updates/s on 2 cores, ``engine_overhead.py``), and
+    single-threaded kernels make a node's arithmetic the same whatever the core count.
+    """
+    if rows.device.type != "cpu":
         _train_loop(fm, rows, nodes, shards, plan, config)
         return
-    replicas = _replicas(fm, workers)
-    groups = torch.arange(len(nodes)).tensor_split(workers)
+    workers = max(1, min(workers, len(nodes)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        if workers == 1:
+            _train_loop(fm, rows, nodes, shards, plan, config)
+            return
+        replicas = _replicas(fm, workers)
+        groups = torch.arange(len(nodes)).tensor_split(workers)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             jobs = [pool.submit(_train_loop, replica, rows, nodes[g], shards, plan[g], config)
                     for replica, g in zip(replicas, groups)]
