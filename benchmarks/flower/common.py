@@ -60,9 +60,10 @@ class Task:
 
 TASKS: dict[str, Task] = {
     # The shape FLUTE published (overhead-bound): logistic regression, 1,000 nodes, 10 per round.
-    # lr 0.03, not 0.1: the final accuracy then varies by about 0.1 point with the clients drawn
-    # (Flower draws its own), against about 1 point at 0.1, so the 1-point parity check measures
-    # the systems and not the draw (4 draws each: 80.82% +- 0.08 at 0.03, 81.12% +- 0.86 at 0.1).
+    # lr 0.03, not 0.1: with only 10 clients a round, the final accuracy depends on which clients
+    # are drawn (Flower draws its own) and on their batch order. Over 12 draws it spread by about
+    # 0.2-0.3 point (std) at 0.03 (80.1% .. 80.9%), against 0.9 point at 0.1 (80.1% .. 81.9%
+    # over 4), so the 1-point parity check measures the systems rather than the draw.
     "lr": Task("lr", model="logistic", nodes=1000, participation=0.01, rounds=100, epochs=1,
                batch_size=32, lr=0.03),
     # Compute-bound: the LeNet-shaped CNN, 100 nodes, all of them every round.

@@ -15,15 +15,16 @@ copies of data: each actor loads Fashion-MNIST and the partition once (cached in
 
 from __future__ import annotations
 
+import common
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-import common
-
 #: Filled in by the ServerApp (it runs in a thread of the driver process).
 RESULT: dict = {}
+#: One model per task in each actor process, built once: every message overwrites all its weights.
+_MODELS: dict = {}
 
 client_app = ClientApp()
 
@@ -34,7 +35,9 @@ def train(msg: Message, context: Context) -> Message:
     task = common.TASKS[str(config["task"])]
     partition = int(context.node_config["partition-id"])
     dataset, parts = common.load(int(context.node_config["num-partitions"]))
-    model = common.make_model(task, dataset)
+    if task.name not in _MODELS:
+        _MODELS[task.name] = common.make_model(task, dataset)
+    model = _MODELS[task.name]
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     gen = common.client_generator(task, int(config["server-round"]), partition)
     n = common.train_local(model, dataset.x_train, dataset.y_train, parts[partition], task, gen)

@@ -30,11 +30,10 @@ sys.path.insert(0, str(HERE))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
 
-import flwr  # noqa: E402
-from flwr.simulation import run_simulation  # noqa: E402
-
-import common  # noqa: E402
-import flower_app  # noqa: E402
+import common
+import flower_app
+import flwr
+from flwr.simulation import run_simulation
 
 
 def main() -> None:

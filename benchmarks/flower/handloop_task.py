@@ -21,10 +21,10 @@ from pathlib import Path
 
 T0 = time.perf_counter()
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 
 def main() -> None:
@@ -39,7 +39,9 @@ def main() -> None:
     global_model = common.make_model(task, dataset)
     t_load = time.perf_counter()
 
+    round_s = []
     for r in range(1, task.rounds + 1):
+        t_round = time.perf_counter()
         sums = [torch.zeros_like(p) for p in global_model.parameters()]
         total = 0
         for c in common.sample_clients(task, r):
@@ -52,6 +54,7 @@ def main() -> None:
         with torch.no_grad():
             for p, acc in zip(global_model.parameters(), sums, strict=True):
                 p.copy_(acc / total)
+        round_s.append(round(time.perf_counter() - t_round, 3))
     t_train = time.perf_counter()
 
     acc = common.accuracy(global_model, dataset.x_test, dataset.y_test)
@@ -61,6 +64,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "phases_s": {"import": t_import - T0, "load": t_load - t_import,
                      "rounds": t_train - t_load, "evaluate": t_end - t_train},
+        "round_s": round_s,
     }))
 
 
