@@ -11,7 +11,8 @@ aggregation. One round of each system does this for every node, then averages (F
   with the strategy ``auto`` picks, and each explicit strategy beside it to show the choice.
 
 Both run the same arithmetic on the same data in the same process, interleaved (reference,
-engine, reference, ...), and the median of ``--reps`` rounds is reported. Target (issue 2):
+engine, reference, ...); each sample repeats rounds until it lasts at least 0.25 s, and the median
+of ``--reps`` samples is reported. Target (issue 2):
 engine throughput at least 90% of the reference on CPU; on a GPU at least 5x at 1,000 nodes.
 
     python benchmarks/engine_overhead.py [--nodes 10,100,1000] [--models mlp,cnn] [--reps 5]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -34,9 +36,10 @@ from phalanx.engine import FaultSchedule, Simulation
 from phalanx.models import MODELS, FlatModel, initial_row
 from phalanx.network import Star
 from phalanx.train import SGDConfig, Shards
-from phalanx.train.local import choose_strategy
+from phalanx.train.local import choose_strategy, choose_workers
 
 BATCH = 32
+MIN_SAMPLE_S = 0.25  # each sample repeats rounds until it lasts this long
 SHAPE = (1, 28, 28)
 
 
@@ -70,7 +73,8 @@ class Reference:
                 torch.nn.utils.vector_to_parameters(avg, m.parameters())
 
 
-def make_engine(model: str, n: int, x, y, device, strategy: str) -> Simulation:
+def make_engine(model: str, n: int, x, y, device, variant: str) -> Simulation:
+    strategy, _, workers = variant.partition("/w")
     factory = lambda: MODELS.build(model, SHAPE, 10)  # noqa: E731
     parts = list(torch.arange(n * BATCH, device=device).view(n, BATCH))
     return Simulation(
@@ -79,7 +83,7 @@ def make_engine(model: str, n: int, x, y, device, strategy: str) -> Simulation:
         topology=Star(n, 0), aggregator=get_aggregator("mean"),
         malicious=torch.zeros(n, dtype=torch.bool, device=device), faults=FaultSchedule([], n),
         sgd=SGDConfig(epochs=1, batch_size=BATCH, lr=0.01), seed=0, weighting="uniform",
-        strategy=strategy,
+        strategy=strategy, workers=int(workers or 0),
     )
 
 
@@ -98,44 +102,54 @@ def measure(model: str, n: int, reps: int, device, strategies: list[str]) -> dic
     ref = Reference(model, n, x, y, device)
     engines = {s: make_engine(model, n, x, y, device, s) for s in strategies}
     counter = iter(range(1, 10**9))
-    ref.round()  # warm-up
+    # warm-up, and how many rounds make one sample of at least MIN_SAMPLE_S
+    repeat = max(1, math.ceil(MIN_SAMPLE_S / max(timed(ref.round, device), 1e-6)))
     for e in engines.values():
         e.step(next(counter))
     times = {"reference": [], **{s: [] for s in strategies}}
+
+    def rounds_of(fn):
+        return lambda: [fn() for _ in range(repeat)]
+
     for _ in range(reps):
-        times["reference"].append(timed(ref.round, device))
+        times["reference"].append(timed(rounds_of(ref.round), device) / repeat)
         for s, e in engines.items():
-            times[s].append(timed(lambda: e.step(next(counter)), device))
+            times[s].append(timed(rounds_of(lambda: e.step(next(counter))), device) / repeat)
     med = {k: statistics.median(v) for k, v in times.items()}
     dim = engines[strategies[0]].rows.shape[1]
+    auto = choose_strategy(device, dim, n)
+    if auto == "loop":
+        auto += f"/w{choose_workers(device, dim, n)}"
     return {"model": model, "nodes": n, "dim": dim, "device": str(device),
-            "auto": choose_strategy(device, dim, n), "seconds": med,
+            "auto": auto, "seconds": med,
             "updates_per_s": {k: n / v for k, v in med.items()}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", default="10,100,1000")
-    ap.add_argument("--models", default="mlp,cnn")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--models", default="logistic,mlp,cnn")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--strategies", default="loop/w1,loop/w2,chunked,vmap",
+                    help="strategies measured beside auto (loop/wN = loop with N worker threads)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_overhead.json"))
     args = ap.parse_args()
     device = torch.device(args.device)
-    strategies = ["auto", "loop", "chunked", "vmap"]
+    strategies = ["auto", *args.strategies.split(",")]
     rows = []
     print(f"engine overhead on {device} ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}); median of {args.reps} rounds")
-    print(f"{'model':<6} {'nodes':>6} {'reference':>11} {'engine':>11} {'auto':>8} {'ratio':>7}   "
-          f"{'loop':>9} {'chunked':>9} {'vmap':>9}")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}); median of {args.reps} samples")
+    print(f"{'model':<8} {'nodes':>6} {'reference':>11} {'engine':>11} {'auto':>9} {'ratio':>7}   "
+          + " ".join(f"{s:>9}" for s in strategies[1:]))
     for model in args.models.split(","):
         for n in map(int, args.nodes.split(",")):
             r = measure(model, n, args.reps, device, strategies)
             rows.append(r)
             ups = r["updates_per_s"]
             ratio = ups["auto"] / ups["reference"]
-            print(f"{model:<6} {n:>6} {ups['reference']:>8.0f}/s {ups['auto']:>8.0f}/s {r['auto']:>8} "
-                  f"{ratio:>6.2f}x   " + " ".join(f"{ups[s]:>7.0f}/s" for s in ("loop", "chunked", "vmap")),
+            print(f"{model:<8} {n:>6} {ups['reference']:>8.0f}/s {ups['auto']:>8.0f}/s {r['auto']:>9} "
+                  f"{ratio:>6.2f}x   " + " ".join(f"{ups[s]:>7.0f}/s" for s in strategies[1:]),
                   flush=True)
     target = 0.9 if device.type == "cpu" else 5.0
     print(f"\ntarget: engine (auto) at least {target}x the reference's node updates per second"

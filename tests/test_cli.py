@@ -10,7 +10,6 @@ import torch
 from conftest import TINY_STUDY, finish, start_cli
 from typer.testing import CliRunner
 
-from phalanx.range.runner import run_study
 from phalanx.range.scenario import ScenarioError, load_study
 
 DIGITS = "data: {dataset: digits, nodes: 4, partition: iid, train_samples: 100, test_samples: 50}\n"

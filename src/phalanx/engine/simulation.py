@@ -30,7 +30,7 @@ eq. 2) track.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -272,5 +272,3 @@ class Simulation:
             losses.append(total_loss / len(self.test_y))
         return torch.tensor(accs), torch.tensor(losses)
 
-
-RoundCallback = Callable[[dict], None]

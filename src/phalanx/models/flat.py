@@ -81,9 +81,6 @@ class FlatModel:
         """The module's output on ``x`` with parameters taken from the flat ``row``."""
         return functional_call(self.module, self.views(row), (x,))
 
-    def grads_flat(self, grads: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([g.reshape(-1) for g in grads])
-
 
 def initial_row(factory: Callable[[], nn.Module], seed: int) -> torch.Tensor:
     """The flat initial parameters of a freshly built model, deterministic in ``seed``."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-import torch
 from pydantic import Field
 from torch import nn
 

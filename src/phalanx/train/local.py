@@ -188,9 +188,11 @@ def _sgd_step(w, buf, g, config: SGDConfig) -> None:
 def _train_loop_parallel(fm: FlatModel, rows, nodes, shards, plan, config, workers: int) -> None:
     """The loop, on CPU with one intra-op thread per node and ``workers`` nodes at a time.
 
-    Spreading one node's batch-32 kernels over several intra-op threads is slow and erratic on
-    small CPUs (measured: 3 against 132 LeNet updates/s on 2 cores, ``engine_overhead.py``), and
-    single-threaded kernels make a node's arithmetic the same whatever the core count.
+    Spreading one node's batch-32 kernels over several intra-op threads is erratic on small CPUs:
+    on 2 cores the same LeNet round ran at 3 updates/s in one run of ``engine_overhead.py`` and
+    300/s in another, and the CNN task of ``flower_compare.py`` took 46 to 231 s over five runs,
+    against a steady 36 to 41 s with one thread per node. Single-threaded kernels also make a
+    node's arithmetic the same whatever the core count.
     """
     if rows.device.type != "cpu":
         _train_loop(fm, rows, nodes, shards, plan, config)
