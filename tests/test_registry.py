@@ -283,3 +283,28 @@ def test_user_plugin_bad_hyper_parameter_through_phalanx_run(tmp_path):
     assert result.stderr.startswith("error: ")
     assert "aggregator.factor" in result.stderr and "3" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_entry_point_plugins_are_loaded_and_a_broken_one_is_a_scenario_error(monkeypatch):
+    import importlib.metadata as md
+
+    from phalanx.range import scenario as sc
+
+    loaded = []
+
+    class Entry:
+        def __init__(self, name, fail):
+            self.name, self.value, self.fail = name, f"pkg.{name}", fail
+
+        def load(self):
+            if self.fail:
+                raise ImportError("no module named pkg")
+            loaded.append(self.name)
+
+    monkeypatch.setattr(md, "entry_points", lambda group: [Entry("good", False)] if group == "phalanx.plugins" else [])
+    sc.load_entry_point_plugins()
+    assert loaded == ["good"]
+
+    monkeypatch.setattr(md, "entry_points", lambda group: [Entry("broken", True)])
+    with pytest.raises(sc.ScenarioError, match=r"entry point 'broken' \(pkg.broken\) failed to load: ImportError"):
+        sc.load_entry_point_plugins()

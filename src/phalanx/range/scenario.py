@@ -284,6 +284,18 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def load_entry_point_plugins() -> None:
+    """Import every module that installed packages expose in the ``phalanx.plugins`` group."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="phalanx.plugins"):
+        try:
+            entry.load()
+        except Exception as e:  # a third-party package may fail in any way
+            raise ScenarioError(f"plugins: entry point {entry.name!r} ({entry.value}) failed to load: "
+                                f"{type(e).__name__}: {e}") from None
+
+
 def import_plugins(modules: list[str]) -> None:
     for name in modules:
         try:
@@ -304,6 +316,7 @@ def load_study(
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
+    load_entry_point_plugins()
     if raw_runs is None:
         merged = [("", merge_scenario(raw, overrides))]
     elif not isinstance(raw_runs, list) or not raw_runs:
