@@ -131,7 +131,7 @@ def make_folder(folder: Path, gz: bool, dotted: bool = False, skip: str | None =
 @pytest.mark.parametrize("gz, dotted", [(True, False), (False, False), (False, True), (True, True)])
 def test_idx_loader_reads_and_standardizes(tmp_path, gz, dotted):
     folder = make_folder(tmp_path / "d", gz=gz, dotted=dotted)
-    d = DATASETS.build("idx", path=str(folder), name="tiny")
+    d = DATASETS.build("idx", path=str(folder), label="tiny")
     assert isinstance(d, Dataset) and d.name == "tiny"
     assert d.x_train.shape == (3, 1, 2, 2) and d.x_test.shape == (1, 1, 2, 2)
     assert d.input_shape == (1, 2, 2)
@@ -301,3 +301,16 @@ def test_registry_lists_loaders_and_checks_params():
         DATASETS.validate("digits", {"alpha": 1})
     with pytest.raises(pydantic.ValidationError):
         DATASETS.validate("idx", {})  # path is required
+
+
+def test_idx_folder_can_be_named_in_a_scenario(tmp_path):
+    """The loader's label is settable from a scenario (its old name, ``name``, clashed with the
+    key that picks the plug-in)."""
+    from phalanx.range.scenario import Scenario, check_plugins
+
+    folder = make_folder(tmp_path / "d", gz=True, dotted=False)
+    scenario = Scenario.model_validate(
+        {"data": {"dataset": {"name": "idx", "path": str(folder), "label": "mine"}}})
+    check_plugins(scenario)
+    spec = scenario.data.dataset
+    assert DATASETS.build(spec.name, **spec.params).name == "mine"

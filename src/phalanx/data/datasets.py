@@ -326,18 +326,19 @@ def fashion_mnist(*, path: str | None = None) -> Dataset:
 
 
 @DATASETS.register("idx")
-def idx(*, path: str, name: str = "idx") -> Dataset:
+def idx(*, path: str, label: str = "idx") -> Dataset:
     """Any folder with the four MNIST-style IDX files (``train-images-idx3-ubyte[.gz]``, ...).
 
     Also accepts the ``train-images.idx3-ubyte`` spelling. Classes are named ``"0"`` up to the
-    largest label found.
+    largest label found. ``label`` names the data set in reports (``name`` is taken: it picks the
+    plug-in in a scenario).
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise DatasetNotFound(f"{name}: {folder} is not a folder")
+        raise DatasetNotFound(f"{label}: {folder} is not a folder")
     folder = folder.resolve()
     return _cached(
-        ("idx", str(folder), name), lambda: _load_idx_folder(folder, name, None, str(folder))
+        ("idx", str(folder), label), lambda: _load_idx_folder(folder, label, None, str(folder))
     )
 
 
