@@ -19,6 +19,9 @@ BAD = {
     "unknown key": ("roundz: 3\n", [], ["roundz: unknown key", "allowed:"], ()),
     "wrong type": ("rounds: abc\n", [], ["rounds:", "'abc'"], ()),
     "out of range": ("train: {lr: -1}\n", [], ["train.lr:", "-1"], ()),
+    "more malicious nodes than nodes": ("data: {nodes: 4}\nadversary: {malicious: 5}\n", [],
+                                        ["adversary.malicious: more malicious nodes than nodes (4)",
+                                         "(got 5)"], ()),
     "unknown plug-in": ("model: resnet\n", [], ["model.name: unknown model 'resnet'", "logistic"], ()),
     "bad plug-in param": ("data: {partition: {name: dirichlet, alpha: 0}}\n", [],
                           ["data.partition.alpha:", "(got 0)"], ()),
@@ -40,7 +43,7 @@ BAD = {
     "plugins not a list": ("plugins: 5\n", [], ["plugins"], ()),
 }
 #: Each distinct way the command can fail, run for real; every case also runs in-process below.
-IN_SUBPROCESS = ["unknown key", "missing file", "bad --set form", "impossible graph at build time",
+IN_SUBPROCESS = ["unknown key", "more malicious nodes than nodes", "missing file", "bad --set form", "impossible graph at build time",
                  "label out of range for the data", "plugins not a list"]
 
 
