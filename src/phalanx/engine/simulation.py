@@ -140,29 +140,29 @@ class Simulation:
 
     def _star_round(self, r: int) -> dict:
         alive = self.faults.alive(r)
-        n_honest_up = int((alive.to(self.honest.device) & self.honest).sum())
-        if not self.faults.server_alive(r):
-            return {"availability": 0.0, "alive": int(alive.sum()), "participants": 0}
-        part = self._sample(r, alive).to(self.rows.device)
-        if len(part) == 0:
-            return {"availability": 0.0, "alive": int(alive.sum()), "participants": 0}
+        part = self._sample(r, alive).to(self.rows.device) if self.faults.server_alive(r) else alive[:0]
+
+        def outcome(available: bool) -> dict:
+            n_up = int((alive.to(self.honest.device) & self.honest).sum()) if available else 0
+            return {"availability": n_up / max(1, int(self.honest.sum())),
+                    "alive": int(alive.sum()), "participants": len(part)}
+
+        if len(part) == 0:  # the server is down, or no live node to sample
+            return outcome(False)
+        if not bool(self.aggregator.admissible(torch.tensor([len(part)]))[0]):
+            self.events.append({"round": r, "kind": "availability", "target": "server",
+                                "text": f"server has {len(part)} rows, needs "
+                                        f"{self.aggregator.requirement()}"})
+            return outcome(False)
         self.rows[part] = self.global_row
         self._train(r, part)
         updates = self.rows[part] - self.global_row
         bad = self.malicious.to(part.device)[part]
         if self.update_attack is not None and bool(bad.any()):
             view = self._attack_view(r, torch.tensor([-1]), updates[bad], updates[~bad])
-            crafted = self.update_attack.craft(view)
-            updates[bad] = crafted[:, 0, :].to(updates.dtype)
-        weights = self._weights(part)
-        if not bool(self.aggregator.admissible(torch.tensor([len(part)]))[0]):
-            self.events.append({"round": r, "kind": "availability", "target": "server",
-                                "text": f"server has {len(part)} rows, needs "
-                                        f"{self.aggregator.requirement()}"})
-            return {"availability": 0.0, "alive": int(alive.sum()), "participants": len(part)}
-        self.global_row += self.aggregator(updates, weights)
-        return {"availability": n_honest_up / max(1, int(self.honest.sum())),
-                "alive": int(alive.sum()), "participants": len(part)}
+            updates[bad] = self.update_attack.craft(view)[:, 0, :].to(updates.dtype)
+        self.global_row += self.aggregator(updates, self._weights(part))
+        return outcome(True)
 
     def _weights(self, part: torch.Tensor) -> torch.Tensor | None:
         if self.weighting == "uniform" or not self.aggregator.accepts_weights:

@@ -146,16 +146,16 @@ class Scenario(Strict):
     def _cross_checks(self) -> "Scenario":
         n = self.data.nodes
         if self.adversary.malicious > n:
-            raise _field_error("adversary.malicious", self.adversary.malicious,
+            raise _FieldError("adversary.malicious", self.adversary.malicious,
                                f"more malicious nodes than nodes ({n})")
         for i, f in enumerate(self.faults):
             bad = [j for j in f.nodes if j >= n]
             if bad:
-                raise _field_error(f"faults.{i}.nodes", bad, f"node ids must be below {n}")
+                raise _FieldError(f"faults.{i}.nodes", bad, f"node ids must be below {n}")
             if f.count > n:
-                raise _field_error(f"faults.{i}.count", f.count, f"more than the {n} nodes")
+                raise _FieldError(f"faults.{i}.count", f.count, f"more than the {n} nodes")
             if f.target == "server" and self.topology.name != "star":
-                raise _field_error(f"faults.{i}.target", "server", "only a star has a server")
+                raise _FieldError(f"faults.{i}.target", "server", "only a star has a server")
         return self
 
     def canonical_json(self) -> str:
@@ -169,10 +169,6 @@ class _FieldError(ValueError):
     def __init__(self, path: str, value: Any, problem: str):
         self.path, self.value, self.problem = path, value, problem
         super().__init__(f"{path}: {problem} (got {value!r})")
-
-
-def _field_error(path: str, value: Any, problem: str) -> _FieldError:
-    return _FieldError(path, value, problem)
 
 
 # -- plug-in names and hyper-parameters ----------------------------------------------------------
