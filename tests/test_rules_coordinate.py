@@ -166,6 +166,32 @@ def test_geometric_median_stops_a_receiver_once_its_step_is_small():
     assert both[1] == rule(far) and both[1].item() > 5.95  # past its first step
 
 
+@pytest.mark.parametrize("tol", [0.0, 1e-3])
+def test_geometric_median_gram_steps_equal_the_direct_steps(tol):
+    # Arrange: 3 receivers with 6 slots each, ragged masks with NaN in the empty slots, weights,
+    # and Byzantine rows far away; enough steps that the stopping rule ends some receivers early
+    from phalanx.aggregate.geometric_median import weiszfeld, weiszfeld_in_span
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 6, 40, generator=g, dtype=torch.float64)
+    x[0, 4:] += 1e3
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    x = torch.where(mask[..., None], x, torch.nan)
+    a = torch.rand(3, 6, generator=g, dtype=torch.float64) * mask
+    a = a / a.sum(1, keepdim=True)
+    z0 = torch.zeros(3, 40, dtype=torch.float64)
+    filled = torch.where(mask[..., None], x, 0.0)
+
+    # Act
+    direct = weiszfeld(filled, mask, a, z0, nu=0.1, tol=tol, iterations=25)
+    span = weiszfeld_in_span(filled, mask, a, z0, nu=0.1, tol=tol, iterations=25)
+
+    # Assert: the same iterate (a receiver that stops early stops at the same step in both)
+    assert torch.allclose(direct, span, rtol=0, atol=1e-9)
+    assert not torch.allclose(direct, weiszfeld(filled, mask, a, z0, nu=0.1, tol=tol, iterations=24),
+                              rtol=0, atol=1e-9) or tol > 0
+
+
 # -- centered clipping ----------------------------------------------------------------------------
 def test_centered_clipping_one_step_from_zero():
     rows = t([0.5, 0], [0, 4])

@@ -58,7 +58,7 @@ def test_krum_counts_n_minus_f_minus_2_neighbours_as_the_paper():
 def test_krum_tie_goes_to_the_smaller_next_nearest_distance():
     # rows 1 (slot 0) and 2 (slot 1) both score 1+1 = 2; their third-nearest distances tie at 4
     # and the fourth are 169 (1 to 14) and 144 (2 to 14): row 2 wins although its slot is
-    # higher. (The mean, 4, is exact, so the centred distances are too and the tie is exact.)
+    # higher. (Small integers: the centred distances are exact, and so is the tie.)
     out = get("krum", f=1)(line(1, 2, 0, 3, 14))
 
     assert out.tolist() == [2.0]
@@ -459,3 +459,46 @@ def test_single_call_accepts_a_scalar_f_in_the_context(f):
     out = get("krum")(line(0, 1, 2, 4, 10), context=Context(f=f))
 
     assert out.tolist() == [1.0]
+
+
+# ----------------------------------------------------------------------------- robust centre
+
+
+def test_krum_float32_keeps_small_honest_distances_beside_huge_byzantine_rows():
+    # Arrange: honest 0, 0.01, 0.02, 0.04, 0.1 and two Byzantine rows near 1e4; f = 2, so each
+    # row scores its n - f - 2 = 3 nearest others (units of 1e-4): 0 -> 1+4+16 = 21,
+    # 0.01 -> 1+1+9 = 11, 0.02 -> 1+4+4 = 9, 0.04 -> 4+9+16 = 29, 0.1 -> 36+64+81 = 181.
+    # Centred on the mean (about 2857) the honest rows' distances round to 0, 2, 8, ... in float32.
+    rows = torch.tensor([[0.0], [0.01], [0.02], [0.04], [0.1], [1e4], [1e4 + 1]])
+
+    # Act
+    chosen = get("krum", f=2)(rows)
+
+    # Assert: the lowest score, 9e-4, is the row 0.02 (float64 gets it right)
+    assert get("krum", f=2)(rows.double()).item() == pytest.approx(0.02)
+    assert chosen.item() == pytest.approx(0.02)
+
+
+def test_pairwise_distances_stay_precise_per_receiver_beside_huge_rows():
+    # Arrange: receiver 0 has two huge rows that drag its mean 3e3 away from five honest rows
+    # 1e-2 apart; receiver 1's rows are the same honest rows with no outlier (one slot empty)
+    from phalanx.aggregate.base import medoid, pairwise_sq_distances
+
+    honest = torch.tensor([0.0, 0.01, 0.02, 0.04, 0.1])
+    r0 = torch.cat([honest, torch.tensor([1e4, 1e4 + 1])])[:, None]
+    r1 = torch.cat([honest, torch.tensor([0.05, float("nan")])])[:, None]
+    rows = torch.stack([r0, r1])
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 6] = False
+
+    # Act
+    d2 = pairwise_sq_distances(rows, mask)
+    exact = (rows.double() - rows.double().transpose(1, 2)) ** 2
+
+    # Assert: every honest pair of both receivers to float32's precision of the differences
+    # (relative 1e-5), and the medoid of receiver 0 is an honest row
+    h = slice(0, 5)
+    assert torch.allclose(d2[:, h, h].double(), exact[:, h, h], rtol=1e-5, atol=1e-12)
+    assert d2[1, 6].isinf().all() and d2[1, :, 6].isinf().all()  # the empty slot
+    slot, _ = medoid(d2, mask)
+    assert int(slot[0]) < 5

@@ -198,7 +198,7 @@ class PreAggregator(Stage):
     def __call__(self, rows: torch.Tensor, weights: torch.Tensor | None = None,
                  context: Context | None = None) -> torch.Tensor:
         out, out_mask, _ = self.apply(*self.as_batch(rows, weights, context))
-        return out[0][out_mask[0]]
+        return out[0] if bool(out_mask.all()) else out[0][out_mask[0]]
 
 
 def _single(context: Context | None) -> Context | None:
@@ -221,45 +221,124 @@ def masked_fill_rows(rows: torch.Tensor, mask: torch.Tensor, value: float = 0.0)
     return torch.where(mask[..., None], rows, torch.full((), value, dtype=rows.dtype, device=rows.device))
 
 
-def centred(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Rows minus each receiver's mean of its real rows; empty slots become 0.
+# Temporaries of (m, k, slice) elements: about 4 MB, inside the L3 cache, instead of a full
+# (m, k, d) copy per call (measured with 100 x 1e6 rows and 50 x 9 x 159,010 rows on 2 cores:
+# a centred Gram matrix takes 165 and 41 ms by slices against 255 and 115 ms whole).
+SLICE_ELEMENTS = 1 << 20
 
-    Distances are translation invariant, so computing them on centred rows gives the same answer
-    with far less cancellation when the rows are close to each other and far from the origin.
+# Pairwise distances are recomputed around a robust centre when the mean sits farther than
+# sqrt(RECENTRE_RATIO) times the medoid's median distance from the medoid (see below).
+RECENTRE_RATIO = 100.0
+
+
+def coordinate_slices(rows: torch.Tensor) -> range:
+    """Start offsets of the coordinate slices that keep ``(m, k, slice)`` temporaries in cache.
+
+    On CPU a slice holds about :data:`SLICE_ELEMENTS` elements over all receivers and rows; on a
+    GPU, whose memory bandwidth makes a whole temporary cheap, one slice covers every coordinate.
     """
-    x = masked_fill_rows(rows, mask)
-    count = mask.sum(1, keepdim=True).clamp(min=1).to(rows.dtype)
-    return masked_fill_rows(x - (x.sum(1) / count)[:, None, :], mask)  # a new tensor either way
+    m, k, d = rows.shape
+    width = d if rows.device.type != "cpu" else min(d, max(1024, SLICE_ELEMENTS // max(1, m * k)))
+    return range(0, d, max(1, width)) if d else range(0)
 
 
-def distances_to(rows: torch.Tensor, points: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+def _width(rows: torch.Tensor, slices: range) -> int:
+    return slices.step if len(slices) > 1 else rows.shape[-1]
+
+
+def distances_to(rows: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """``(m, k)`` Euclidean distances from each receiver's rows ``(m, k, d)`` to its point ``(m, d)``.
 
     Exact differences (no expansion of the square, which loses precision for close rows), taken
-    over slices of ``chunk`` coordinates on CPU so that the ``(m, k, chunk)`` temporary stays in
-    cache instead of a full ``(m, k, d)`` copy per call; one pass over the rows either way.
+    slice by slice (:func:`coordinate_slices`), so the difference never exists as a whole
+    ``(m, k, d)`` copy; one pass over the rows either way. The slices' squared norms add up in
+    float64, so that a million coordinates lose no digits (relative error about 1e-8 against a
+    float64 computation, where one float32 reduction over 1e6 terms is off by about 2e-4).
     """
-    if rows.device.type != "cpu" or rows.shape[-1] <= chunk:
+    slices = coordinate_slices(rows)
+    if len(slices) <= 1:
         return (rows - points[:, None, :]).norm(dim=-1)
-    acc = torch.zeros(rows.shape[:2], dtype=rows.dtype, device=rows.device)
-    for start in range(0, rows.shape[-1], chunk):
-        diff = rows[..., start : start + chunk] - points[:, None, start : start + chunk]
-        acc += torch.einsum("mkd,mkd->mk", diff, diff)
-    return acc.sqrt()
+    w = _width(rows, slices)
+    acc = torch.zeros(rows.shape[:2], dtype=torch.float64, device=rows.device)
+    for start in slices:
+        diff = rows[..., start : start + w] - points[:, None, start : start + w]
+        acc += torch.linalg.vector_norm(diff, dim=-1).double().square()
+    return acc.sqrt().to(rows.dtype)
+
+
+def gram(rows: torch.Tensor, mask: torch.Tensor, origin: torch.Tensor,
+         dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``(m, k, k)`` Gram matrix of each receiver's rows minus its ``origin`` ``(m, d)``.
+
+    Masked-out slots count as zero rows. Accumulated slice by slice (:func:`coordinate_slices`),
+    each slice cast to ``dtype`` (default: the rows' own), so a float64 Gram matrix of float32
+    rows never needs a float64 copy of more than one slice, and no entry overflows (rows as large
+    as float32 allows square to about 1e77 in float64).
+    """
+    m, k, _ = rows.shape
+    dtype = dtype or rows.dtype
+    out = torch.zeros(m, k, k, dtype=dtype, device=rows.device)
+    every = bool(mask.all())
+    slices = coordinate_slices(rows)
+    w = _width(rows, slices)
+    for start in slices:
+        y = (rows[..., start : start + w] - origin[:, None, start : start + w]).to(dtype)
+        if not every:
+            y = torch.where(mask[:, :, None], y, torch.zeros((), dtype=dtype, device=y.device))
+        out.baddbmm_(y, y.transpose(1, 2))
+    return out
+
+
+def _sq_distances_from_gram(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    sq = torch.diagonal(g, dim1=1, dim2=2)
+    d2 = (sq[:, :, None] + sq[:, None, :] - 2 * g).clamp(min=0)
+    both = mask[:, :, None] & mask[:, None, :]
+    d2 = torch.where(both, d2, torch.full((), float("inf"), dtype=d2.dtype, device=d2.device))
+    eye = torch.eye(g.shape[1], dtype=torch.bool, device=g.device)
+    return d2.masked_fill(eye[None] & both, 0.0)
+
+
+def medoid(d2: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each receiver's row with the smallest median distance to the others, and that distance².
+
+    The median is the ``ceil((n - 1) / 2)``-th nearest other row: with ``2f < n`` an honest row
+    has that many honest others, so its median distance is at most the honest diameter, while a
+    row far from the honest ones has a median distance at least as far. Returns ``(m,)`` slots
+    and ``(m,)`` squared distances.
+    """
+    n = mask.sum(1)
+    closest = d2.sort(dim=2).values  # self (0) first, masked-out slots (+inf) last
+    rank = (n // 2).clamp(max=d2.shape[1] - 1)[:, None, None].expand(-1, d2.shape[1], 1)
+    median = torch.where(mask, closest.gather(2, rank)[..., 0],
+                         torch.full((), float("inf"), dtype=d2.dtype, device=d2.device))
+    spread, slot = median.min(dim=1)
+    return slot, spread
 
 
 def pairwise_sq_distances(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``(m, k, k)`` squared Euclidean distances between each receiver's rows.
 
-    Computed on centred rows through the Gram matrix (one batched matmul, no ``(k, k, d)``
-    tensor), clamped at 0; pairs involving a masked-out slot are ``+inf``, the diagonal is 0.
-    """
-    x = centred(rows, mask)
-    gram = torch.bmm(x, x.transpose(1, 2))
-    sq = torch.diagonal(gram, dim1=1, dim2=2)  # the squared norms, from the same product
-    d2 = (sq[:, :, None] + sq[:, None, :] - 2 * gram).clamp(min=0)
-    both = mask[:, :, None] & mask[:, None, :]
-    d2 = torch.where(both, d2, torch.full((), float("inf"), dtype=d2.dtype, device=d2.device))
-    eye = torch.eye(rows.shape[1], dtype=torch.bool, device=rows.device)
-    return d2.masked_fill(eye[None] & both, 0.0)
+    Through the Gram matrix of centred rows (one batched product, no ``(k, k, d)`` tensor),
+    clamped at 0; pairs involving a masked-out slot are ``+inf``, the diagonal is 0.
 
+    **Centre.** Distances are translation invariant, but the expansion ``||a||^2 + ||b||^2 - 2ab``
+    loses the digits of ``||a - b||^2`` that ``||a||^2`` does not have room for, so rows are
+    first centred on one of them, each receiver's first real row (in gossip, the receiver's own
+    row; a mean would cost one more pass over the rows and be no more robust). That row may be
+    a huge Byzantine one, far from the honest rows, and then their small distances round to 0,
+    2, 8, ... in float32. So when it lies farther than ``sqrt(RECENTRE_RATIO)`` times the
+    :func:`medoid`'s median distance from the medoid (a row amid the honest ones, found even
+    from the rounded distances), that receiver's Gram matrix is computed again around the
+    medoid row: a second pass over those receivers' rows only.
+    """
+    first = mask.to(torch.int8).argmax(dim=1)  # each receiver's first real row
+    g = gram(rows, mask, rows[torch.arange(rows.shape[0], device=rows.device), first])
+    d2 = _sq_distances_from_gram(g, mask)
+    slot, spread = medoid(d2, mask)
+    far = torch.diagonal(g, dim1=1, dim2=2).gather(1, slot[:, None])[:, 0]
+    again = (far > RECENTRE_RATIO * spread).nonzero()[:, 0]
+    if len(again):
+        sub_rows, sub_mask = rows[again], mask[again]
+        centre = sub_rows[torch.arange(len(again), device=rows.device), slot[again]]
+        d2[again] = _sq_distances_from_gram(gram(sub_rows, sub_mask, centre), sub_mask)
+    return d2

@@ -19,6 +19,11 @@ farthest honest row's, so Byzantine rows cannot loosen it. After ``iterations`` 
 anyway. The loop runs over these steps, never over rows or receivers, and a stopped receiver
 no longer moves.
 
+Speed. After its first step an iterate is an affine combination of the rows, so once there are
+at least as many steps as rows the later steps run on the rows' float64 Gram matrix, in
+O(k^2) per step (:func:`weiszfeld_in_span`), instead of two passes over the ``(k, d)`` rows
+each (:func:`weiszfeld`); both give the same iterates and stop at the same step.
+
 Defaults. ``nu = 0.1`` as ByzFL (its 3 steps are far from converged), ``iterations = 100``,
 ``tol = 1e-7``. On Gaussian rows (d = 50) with up to f = (n-1)/2 outliers, some at 1e12, float64
 stopped before the cap every time, within 1e-6 of the fixed point (3,000 steps) measured against
@@ -50,7 +55,7 @@ import pydantic
 import torch
 from pydantic import Field
 
-from phalanx.aggregate.base import Aggregator, HonestMajority, distances_to, masked_fill_rows
+from phalanx.aggregate.base import Aggregator, HonestMajority, distances_to, gram, masked_fill_rows
 from phalanx.aggregate.median import Median
 from phalanx.aggregate.registry import AGGREGATORS
 
@@ -88,16 +93,62 @@ class GeometricMedian(HonestMajority, Aggregator):
             raise ValueError("geometric_median: a receiver has no row with positive weight")
         a = a / total
         z = Median().aggregate(rows, mask) if self.start == "median" else torch.zeros_like(x[:, 0])
-        middle = ((mask.sum(1) - 1) // 2).clamp(min=0)[:, None]
-        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(self.iterations):
-            dist = distances_to(x, z).clamp(min=self.nu)
-            beta = a / dist
-            step = torch.einsum("mk,mkd->md", beta, x) / beta.sum(1, keepdim=True)
-            typical = torch.where(mask, dist, torch.inf).sort(1).values.gather(1, middle)[:, 0]
-            moved = (step - z).norm(dim=-1) <= self.tol * typical
-            z = torch.where(done[:, None], z, step)
-            done = done | moved
-            if bool(done.all()):
-                break
-        return z
+        steps = weiszfeld_in_span if self.iterations >= x.shape[1] else weiszfeld
+        return steps(x, mask, a, z, nu=self.nu, tol=self.tol, iterations=self.iterations)
+
+
+def _median_distance(dist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(m,)``: each receiver's median distance to its real rows (the lower middle one)."""
+    middle = ((mask.sum(1) - 1) // 2).clamp(min=0)[:, None]
+    return torch.where(mask, dist, torch.inf).sort(1).values.gather(1, middle)[:, 0]
+
+
+def weiszfeld(x, mask, a, z, *, nu: float, tol: float, iterations: int) -> torch.Tensor:
+    """Smoothed Weiszfeld steps from ``z`` ``(m, d)``, two passes over the rows ``(m, k, d)`` each.
+
+    ``a``: ``(m, k)`` weights summing to 1 (0 on masked-out slots, whose rows must be finite).
+    A receiver stops once its step is at most ``tol`` times its median distance.
+    """
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(iterations):
+        dist = distances_to(x, z).clamp(min=nu)
+        beta = a / dist
+        step = torch.einsum("mk,mkd->md", beta, x) / beta.sum(1, keepdim=True)
+        moved = (step - z).norm(dim=-1) <= tol * _median_distance(dist, mask)
+        z = torch.where(done[:, None], z, step)
+        done = done | moved
+        if bool(done.all()):
+            break
+    return z
+
+
+def weiszfeld_in_span(x, mask, a, z0, *, nu: float, tol: float, iterations: int) -> torch.Tensor:
+    """The iterates of :func:`weiszfeld`, every step after the first taken in the rows' span.
+
+    After one step ``z = sum_i c_i x_i`` with ``sum_i c_i = 1``, so with rows centred on the
+    first iterate ``o`` (``y_i = x_i - o``) and their Gram matrix ``G = Y Y^T`` (float64):
+    ``||z - x_j||^2 = c^T G c - 2 (G c)_j + G_jj`` and ``||z' - z||^2 = (c' - c)^T G (c' - c)``.
+    Each later step then costs O(k^2) per receiver instead of two passes over ``(k, d)``, and the
+    Gram matrix costs about ``k / 2`` such passes, so it pays once ``iterations >= k``.
+    """
+    dist = distances_to(x, z0).clamp(min=nu)
+    beta = a / dist
+    c = beta / beta.sum(1, keepdim=True)
+    origin = torch.einsum("mk,mkd->md", c, x)
+    done = (origin - z0).norm(dim=-1) <= tol * _median_distance(dist, mask)
+    g = gram(x, mask, origin, dtype=torch.float64)
+    c, a = c.double(), a.double()
+    diag = torch.diagonal(g, dim1=1, dim2=2)
+    for _ in range(iterations - 1):
+        if bool(done.all()):
+            break
+        gc = torch.einsum("mij,mj->mi", g, c)
+        dist = ((c * gc).sum(1, keepdim=True) - 2 * gc + diag).clamp(min=nu**2).sqrt()
+        beta = a / dist
+        step = beta / beta.sum(1, keepdim=True)
+        delta = step - c
+        moved_sq = torch.einsum("mi,mij,mj->m", delta, g, delta).clamp(min=0)
+        moved = moved_sq.sqrt() <= tol * _median_distance(dist, mask)
+        c = torch.where(done[:, None], c, step)
+        done = done | moved
+    return torch.einsum("mk,mkd->md", c.to(x.dtype), x)
