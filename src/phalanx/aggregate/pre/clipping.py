@@ -39,9 +39,12 @@ from phalanx.aggregate.base import PreAggregator, masked_fill_rows
 from phalanx.aggregate.registry import PRE_AGGREGATORS
 
 
-def clip_rows(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """``x`` ``(m, k, d)`` with each row longer than its ``threshold`` (``(m, k)``) scaled to it."""
-    norm = x.norm(dim=2)
+def clip_rows(x: torch.Tensor, threshold: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` ``(m, k, d)`` with each row longer than its ``threshold`` (``(m, k)``) scaled to it.
+
+    ``norm``: the rows' norms ``(m, k)``, when the caller has them already.
+    """
+    norm = x.norm(dim=2) if norm is None else norm
     long = norm > threshold
     scale = torch.where(long, threshold / torch.where(long, norm, torch.ones_like(norm)),
                         torch.ones_like(norm))
@@ -92,4 +95,4 @@ class AdaptiveRobustClipping(PreAggregator):
         norm = x.norm(dim=2)
         longest = torch.where(mask, norm, torch.full_like(norm, -1.0)).sort(dim=1, descending=True)
         threshold = longest.values.gather(1, clipped[:, None]).clamp(min=0)  # (k+1)-th largest
-        return clip_rows(x, threshold.expand_as(norm)), mask, weights
+        return clip_rows(x, threshold.expand_as(norm), norm), mask, weights
