@@ -40,6 +40,10 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from phalanx.models.flat import FlatModel
+from phalanx.privacy.dpsgd import (DPSGD, clip_and_sum, noisy_mean, per_sample_grad_fn,
+                                   poisson_plan)
+from phalanx.privacy.ghost import GhostClipping
+from phalanx.privacy.ghost import supported as ghost_supported
 
 Strategy = Literal["auto", "loop", "vmap", "chunked"]
 
@@ -141,6 +145,8 @@ def train_nodes(
     strategy: Strategy = "auto",
     chunk_size: int = 0,
     workers: int = 0,
+    dp: DPSGD | None = None,
+    noise_seed: int = 0,
 ) -> None:
     """Train ``rows[nodes]`` in place on each node's shard. ``nodes`` is a 1-D index tensor.
 
@@ -148,16 +154,36 @@ def train_nodes(
     in that many threads,
     each with its own copy of the template model and one intra-op thread: torch releases the GIL
     inside its kernels, and small per-node kernels use one core each better than two together.
+
+    ``dp``: train with DP-SGD instead (:mod:`phalanx.privacy.dpsgd`): Poisson batches drawn
+    from ``generator``, per-sample clipping, and Gaussian noise drawn from generators derived
+    from ``noise_seed`` (one per node in ``loop``, one per chunk of nodes in ``vmap``).
     """
     if len(nodes) == 0:
         return
-    plan = batch_plan(shards, nodes, config.epochs, config.batch_size, generator)
+    if dp is None:
+        plan = batch_plan(shards, nodes, config.epochs, config.batch_size, generator)
+        active = None
+    else:
+        plan, active = poisson_plan(shards.index[nodes], shards.sizes[nodes], config.epochs,
+                                    config.batch_size, generator)
     if strategy == "auto":
         strategy = choose_strategy(rows.device, rows.shape[1], len(nodes))
     if strategy == "loop":
         if workers <= 0:
             workers = choose_workers(rows.device, rows.shape[1], len(nodes))
-        _train_loop_parallel(flat_model, rows, nodes, shards, plan, config, workers)
+        if dp is not None:
+            _in_workers(flat_model, rows, workers, len(nodes), lambda fm, g: _train_loop_dp(
+                fm, rows, nodes[g], shards, plan[g], active[g], config, dp, noise_seed))
+        else:
+            _train_loop_parallel(flat_model, rows, nodes, shards, plan, config, workers)
+        return
+    if dp is not None:
+        chunk = len(nodes) if strategy == "vmap" else (chunk_size or default_chunk_size(rows.shape[1]))
+        for i, start in enumerate(range(0, len(nodes), chunk)):
+            sel = slice(start, start + chunk)
+            _train_vmap_dp(flat_model, rows, nodes[sel], shards, plan[sel], active[sel], config, dp,
+                           torch.Generator(device=rows.device).manual_seed(noise_seed + i))
         return
     if strategy == "vmap":
         chunk_size = len(nodes)
@@ -183,6 +209,29 @@ def _sgd_step(w, buf, g, config: SGDConfig) -> None:
         torch._foreach_add_(buf, g)
         g = buf
     torch._foreach_add_(w, g, alpha=-config.lr)
+
+
+def _in_workers(fm: FlatModel, rows, workers: int, count: int, job) -> None:
+    """``job(model, group)`` over ``count`` nodes split into ``workers`` groups, one thread each.
+
+    On CPU every thread runs one intra-op thread (see :func:`_train_loop_parallel`).
+    """
+    if rows.device.type != "cpu":
+        job(fm, torch.arange(count))
+        return
+    workers = max(1, min(workers, count))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        groups = torch.arange(count).tensor_split(workers)
+        if workers == 1:
+            job(fm, groups[0])
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for done in [pool.submit(job, replica, g) for replica, g in zip(_replicas(fm, workers), groups)]:
+                done.result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train_loop_parallel(fm: FlatModel, rows, nodes, shards, plan, config, workers: int) -> None:
@@ -280,3 +329,66 @@ def _vmap_step(grad_fn, w, buf, idx, valid, shards: Shards, config: SGDConfig) -
     safe = idx.clamp(min=0)
     g = grad_fn(w, shards.x[safe], shards.y[safe], valid.to(w.dtype))
     _sgd_step([w], [buf] if buf is not None else [], [g], config)
+
+
+def _train_loop_dp(fm: FlatModel, rows, nodes, shards: Shards, plan, active, config: SGDConfig,
+                   dp: DPSGD, noise_seed: int) -> None:
+    """DP-SGD, one node at a time, in the template module: clipped per-sample sums, then noise.
+
+    Models of Linear and Conv2d layers clip without forming per-sample gradients
+    (:class:`~phalanx.privacy.ghost.GhostClipping`); any other model forms them with ``torch.func``.
+    """
+    ghost = GhostClipping(fm.module, [s.name for s in fm.slots]) if ghost_supported(fm.module) else None
+    per_sample = None if ghost is not None else per_sample_grad_fn(fm)
+    momentum = torch.zeros_like(fm.flat) if config.momentum else None
+    counts = plan.ge(0).sum(dim=3).tolist()
+    for k, node in enumerate(nodes.tolist()):
+        with torch.no_grad():
+            fm.flat.copy_(rows[node])
+        if momentum is not None:
+            momentum.zero_()
+        noise_std = (dp.noise_multiplier[node] * dp.clip).reshape(())
+        g_noise = torch.Generator(device=fm.flat.device).manual_seed(noise_seed + node)
+        for e in range(plan.shape[1]):
+            for s in range(plan.shape[2]):
+                if not bool(active[k, e, s]):
+                    break
+                idx = plan[k, e, s, : counts[k][e][s]]
+                if not len(idx):  # an empty Poisson batch still takes its noisy step
+                    g_sum = torch.zeros_like(fm.flat)
+                elif ghost is not None:
+                    g_sum = ghost.clipped_sum(shards.x[idx], shards.y[idx], dp.clip)
+                else:
+                    g_sum = clip_and_sum(per_sample(fm.flat.detach(), shards.x[idx], shards.y[idx]),
+                                         torch.ones(len(idx), dtype=torch.bool, device=idx.device), dp.clip)
+                with torch.no_grad():
+                    g = noisy_mean(g_sum, noise_std, config.batch_size, g_noise)
+                    _sgd_step([fm.flat], [momentum] if momentum is not None else [], [g], config)
+        with torch.no_grad():
+            rows[node].copy_(fm.flat)
+
+
+def _train_vmap_dp(fm: FlatModel, rows, nodes, shards: Shards, plan, active, config: SGDConfig,
+                   dp: DPSGD, g_noise: torch.Generator) -> None:
+    """DP-SGD for a block of nodes at once: ``vmap`` over nodes of the per-sample gradients."""
+    per_sample = vmap(per_sample_grad_fn(fm))
+    w = rows[nodes]
+    buf = torch.zeros_like(w) if config.momentum else None
+    noise_std = dp.noise_multiplier.to(w.device)[nodes] * dp.clip
+    for e in range(plan.shape[1]):
+        for s in range(plan.shape[2]):
+            step = active[:, e, s]
+            if not bool(step.any()):
+                break
+            idx = plan[:, e, s, :]
+            valid = idx.ge(0)
+            safe = idx.clamp(min=0)
+            g_sum = clip_and_sum(per_sample(w, shards.x[safe], shards.y[safe]), valid, dp.clip)
+            g = noisy_mean(g_sum, noise_std, config.batch_size, g_noise)
+            g = torch.where(step[:, None], g, torch.zeros_like(g))
+            new_w, new_buf = w.clone(), (buf.clone() if buf is not None else None)
+            _sgd_step([new_w], [new_buf] if new_buf is not None else [], [g], config)
+            w = torch.where(step[:, None], new_w, w)  # a node past its last step stays put
+            if buf is not None:
+                buf = torch.where(step[:, None], new_buf, buf)
+    rows[nodes] = w
