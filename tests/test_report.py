@@ -241,3 +241,20 @@ def test_a_four_run_thirty_round_study_stays_small(tmp_path):
     html = write_report(tmp_path, summary, records).read_text(encoding="utf-8")
     assert len(_images(html)) == 4 + 1 + 1 + 2  # curves, attack_success, one partition, two graphs
     assert len(html.encode()) < 1_500_000
+
+
+def test_privacy_spent_gets_its_curve_and_its_column(tmp_path, html):
+    # Arrange: the gossip run spends epsilon each round; the star run has no privacy at all
+    summary, records = _study()
+    for r in records["gossip"]:
+        r["epsilon"], r["epsilon_mean"] = 0.25 * r["round"], 0.2 * r["round"]
+
+    # Act
+    with_dp = write_report(tmp_path / "dp", summary, records).read_text(encoding="utf-8")
+
+    # Assert: one more picture (not two: epsilon_mean is not a plot of its own), the final
+    # epsilon in the summary table, and nothing of the kind without DP
+    assert len(_images(with_dp)) == len(_images(html)) + 1
+    assert "Privacy spent" in with_dp and "Privacy spent" not in html
+    assert '<td class="num">2</td>' in with_dp  # 0.25 x 8 rounds, the last record's
+    assert "epsilon_mean" not in with_dp

@@ -39,11 +39,13 @@ import torch.nn.functional as F
 
 from phalanx.aggregate import Aggregator, Chain, Context
 from phalanx.attacks import AttackView, UpdateAttack
-from phalanx.core.seeding import generator
+from phalanx.core.seeding import derive_seed, generator
 from phalanx.defenses import cap_claims, finite_rows, shape_ok
 from phalanx.engine.faults import FaultSchedule
 from phalanx.models.flat import FlatModel
 from phalanx.network import Gossip, Star
+from phalanx.privacy.client import clip_updates, gaussian
+from phalanx.privacy.plan import PrivacyPlan
 from phalanx.train import SGDConfig, Shards, train_nodes
 
 KNOWS_HONEST = ("honest_updates", "defense")
@@ -74,6 +76,8 @@ class Simulation:
     declared_share: float | None = None  # ... or a share of the rows it aggregates
     weight_cap: float | None = 3.0  # claimed sample counts capped at this x the median claim
     root_shards: Shards | None = None  # the star server's trusted root data (FLTrust)
+    privacy: PrivacyPlan | None = None  # differential privacy: mechanism, noise, spend per node
+    keep_released: bool = False  # keep what each node last sent and the model it trained from
     events: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -89,6 +93,21 @@ class Simulation:
         self.previous: torch.Tensor | None = None  # a stateful rule's last output, per receiver
         if self.aggregator.needs_root and self.topology.kind == "star" and self.root_shards is None:
             raise ValueError(f"{self.aggregator.name()} needs the server's root data (root_shards)")
+        if self.privacy is not None and self.privacy.mechanism == "central":
+            if self.topology.kind != "star":
+                raise ValueError("central DP needs a server that adds the noise: use a star, or "
+                                 "local DP or DP-SGD in gossip")
+            if self.aggregator.name() != "mean":
+                raise ValueError(f"central DP noises the mean of clipped updates; the defense "
+                                 f"{self.aggregator.name()} would see the updates before the "
+                                 "noise. Use local DP or DP-SGD with a robust rule")
+        self.out_of_budget = torch.zeros(n, dtype=torch.bool)  # honest nodes that have stopped
+        # for the leakage attacks (range/leakage.py): per node, the model it last sent (its base
+        # plus the update as it left the node) and that base; rounds with nothing sent keep NaN
+        self.released = self.released_base = None
+        if self.keep_released:
+            self.released = torch.full_like(self.rows, float("nan"))
+            self.released_base = torch.full_like(self.rows, float("nan"))
         if self.topology.kind == "gossip":
             table = self.topology.table()
             self.table_index = table.index.to(device)
@@ -111,7 +130,14 @@ class Simulation:
         t_start = time.perf_counter()
         for r in range(start, rounds + 1):
             t0 = time.perf_counter()
+            if self.privacy is not None and bool(self.out_of_budget[self.honest.cpu()].all()):
+                self.events.append({"round": r, "kind": "privacy", "target": "all",
+                                    "text": f"every honest node has spent its privacy budget "
+                                            f"({self.privacy.budget:g}): training stops"})
+                return
             info = self.step(r)
+            if self.privacy is not None:
+                info.update(self._privacy_spent())
             if r % self.eval_every == 0 or r == rounds:
                 info.update(self.evaluate(self.faults.alive(r)))
             else:
@@ -125,6 +151,45 @@ class Simulation:
     def step(self, r: int) -> dict:
         """Run round ``r`` (train, attack, exchange, aggregate) without evaluating."""
         return self._star_round(r) if self.topology.kind == "star" else self._gossip_round(r)
+
+    # -- privacy ----------------------------------------------------------------------------
+    def _privacy_spent(self) -> dict:
+        """Epsilon spent so far over the honest nodes: the largest and the mean."""
+        eps = self.privacy.epsilons(self.honest.cpu().nonzero().squeeze(1))
+        return {"epsilon": max(eps, default=0.0), "epsilon_mean": sum(eps) / max(len(eps), 1)}
+
+    def _with_budget(self, r: int, alive: torch.Tensor) -> torch.Tensor:
+        """``alive`` without the honest nodes whose next round would pass their privacy budget."""
+        if self.privacy is None or self.privacy.budget is None:
+            return alive
+        honest = (alive & self.honest.cpu()).nonzero().squeeze(1)
+        spent = honest[~self.privacy.within_budget(honest)]
+        fresh = spent[~self.out_of_budget[spent]]
+        if len(fresh):
+            self.out_of_budget[fresh] = True
+            self.events.append({"round": r, "kind": "privacy", "target": fresh.tolist(),
+                                "text": f"node(s) {fresh.tolist()} stop: one more round would pass "
+                                        f"the privacy budget epsilon = {self.privacy.budget:g}"})
+        alive = alive.clone()
+        alive[spent] = False
+        return alive
+
+    def _privatize(self, r: int, senders: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        """Local DP: each honest sender's update clipped and noised before it leaves the node."""
+        std = self.privacy.noise_std(len(senders))
+        clipped, _ = clip_updates(updates, self.privacy.clip)
+        noise = gaussian(updates.shape, std, generator(self.seed, "round", r, "local-dp"), updates)
+        return clipped + noise
+
+    def _central_mean(self, r: int, updates: torch.Tensor) -> torch.Tensor:
+        """Central DP-FedAvg: the mean of the clipped updates plus the server's Gaussian noise."""
+        plan = self.privacy
+        std = plan.noise_std(len(updates))
+        clipped, norms = clip_updates(updates, plan.clip)
+        noise = gaussian(updates.shape[1:], std, generator(self.seed, "round", r, "central-dp"),
+                         updates)
+        plan.adapt_clip(norms, generator(self.seed, "round", r, "clip-count"))
+        return (clipped.sum(0) + noise) / len(updates)
 
     def _sample(self, r: int, alive: torch.Tensor) -> torch.Tensor:
         """Participants this round (sorted node ids).
@@ -146,8 +211,12 @@ class Simulation:
 
     def _train(self, r: int, nodes: torch.Tensor) -> None:
         g = generator(self.seed, "round", r, "shuffle")
+        dp = self.privacy.dpsgd() if self.privacy is not None else None
         train_nodes(self.flat_model, self.rows, nodes.to(self.rows.device), self.shards, self.sgd,
-                    g, self.strategy, self.chunk_size, self.workers)
+                    g, self.strategy, self.chunk_size, self.workers, dp=dp,
+                    noise_seed=derive_seed(self.seed, "round", r, "dp-sgd-noise"))
+        if self.privacy is not None:
+            self.privacy.record(nodes.cpu())
 
     def _attack_view(self, r, receivers, own, honest_updates, declared_f, n_rows, own_counts) -> AttackView:
         knows = self.update_attack.knowledge in KNOWS_HONEST
@@ -173,7 +242,8 @@ class Simulation:
 
     def _star_round(self, r: int) -> dict:
         alive = self.faults.alive(r)
-        part = self._sample(r, alive).to(self.rows.device) if self.faults.server_alive(r) else alive[:0]
+        eligible = self._with_budget(r, alive)
+        part = self._sample(r, eligible).to(self.rows.device) if self.faults.server_alive(r) else alive[:0]
         rejected = 0
 
         def outcome(available: bool) -> dict:
@@ -191,6 +261,11 @@ class Simulation:
         updates = self.rows[part] - self.global_row
         claims = self.shards.sizes[part].to(self.rows.dtype)
         bad = self.malicious.to(part.device)[part]
+        if self.privacy is not None and self.privacy.mechanism == "local" and bool((~bad).any()):
+            updates[~bad] = self._privatize(r, part[~bad], updates[~bad])
+        if self.released is not None:
+            self.released[part] = self.global_row + updates
+            self.released_base[part] = self.global_row
         keep = torch.ones(len(part), dtype=torch.bool, device=part.device)
         if self.update_attack is not None and bool(bad.any()):
             view = self._attack_view(r, torch.tensor([-1]), updates[bad], updates[~bad], f, len(part),
@@ -219,8 +294,11 @@ class Simulation:
             previous=self.previous if self.aggregator.stateful else None,
             generator=generator(self.seed, "round", r, "aggregate", device=updates.device))
         mask = torch.ones(1, len(updates), dtype=torch.bool, device=updates.device)
-        out = self.aggregator.aggregate(updates[None], mask, None if weights is None else weights[None],
-                                        context)
+        if self.privacy is not None and self.privacy.mechanism == "central":
+            out = self._central_mean(r, updates)[None]  # uniform weights: bounded sensitivity
+        else:
+            out = self.aggregator.aggregate(updates[None], mask,
+                                            None if weights is None else weights[None], context)
         if self.aggregator.stateful:
             self.previous = out.clone()
         self.global_row += out[0]
@@ -245,7 +323,7 @@ class Simulation:
     def _gossip_round(self, r: int) -> dict:
         device = self.rows.device
         alive = self.faults.alive(r).to(device)
-        part = self._sample(r, alive.cpu()).to(device)
+        part = self._sample(r, self._with_budget(r, alive.cpu())).to(device)
         sending = torch.zeros_like(alive)
         sending[part] = True
         before = self.rows[part].clone()
@@ -253,6 +331,14 @@ class Simulation:
         bad = self.malicious.to(device)[part]
         own = self.rows[part[bad]] - before[bad]
         honest_updates = self.rows[part[~bad]] - before[~bad]
+        sent = self.rows  # what each node's neighbours receive from it
+        if self.privacy is not None and self.privacy.mechanism == "local" and len(honest_updates):
+            honest_updates = self._privatize(r, part[~bad], honest_updates)
+            sent = self.rows.clone()
+            sent[part[~bad]] = before[~bad] + honest_updates
+        if self.released is not None:
+            self.released[part] = sent[part]
+            self.released_base[part] = before
         mal_rank = torch.full((self.rows.shape[0],), -1, dtype=torch.int64, device=device)
         mal_rank[part[bad]] = torch.arange(int(bad.sum()), device=device)
         mal_base = before[bad]
@@ -282,14 +368,16 @@ class Simulation:
         n, k = self.table_index.shape
         d = self.rows.shape[1]
         # which messages are finite: once per honest sender, and per forged message
-        finite_node = finite_rows(self.rows)
+        finite_node = finite_rows(sent)
         chunk = max(1, self.memory_budget_bytes // (k * d * self.rows.element_size() * 3))
         new_rows, connected = [], []
         for start in range(0, len(part), chunk):
             recv = part[start : start + chunk]
             idx = self.table_index[recv]
             mask = self.table_mask[recv] & sending[idx]
-            msgs = self.rows[idx]
+            msgs = sent[idx]
+            if sent is not self.rows:
+                msgs[:, 0] = self.rows[recv]  # a node's own slot is its own model, not what it sent
             finite = finite_node[idx]
             if crafted is not None:
                 rank = mal_rank[idx]

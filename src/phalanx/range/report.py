@@ -58,6 +58,8 @@ KNOWN_KEYS = frozenset(
         "accuracy_min",
         "accuracy_max",
         "consensus_distance",
+        "epsilon",
+        "epsilon_mean",
         "availability",
         "alive",
         "participants",
@@ -150,6 +152,8 @@ def render_report(summary: Mapping[str, Any], records: Mapping[str, Sequence[Map
         others=other_plots(runs),
         partitions=partition_plots(runs),
         graphs=[p for p in (graph_plot(run) for run in runs) if p is not None],
+        leakage=leakage_rows(runs),
+        leakage_plot=leakage_plot(runs),
         configs=[config_block(run) for run in runs],
         manifest=manifest_rows(manifest),
         seeds=[str(s) for s in (manifest.get("seeds") or [])],
@@ -237,9 +241,73 @@ def summary_row(run: Run) -> dict[str, str]:
         "accuracy_min": _fmt(final.get("accuracy_min")),
         "availability": _fmt(final.get("availability")),
         "consensus": _fmt(final.get("consensus_distance"), ".3g"),
+        "epsilon": _fmt(_last(run.records, "epsilon"), ".3g"),
         "rounds": str(len(run.records)),
         "wall": _fmt(wall, ".1f", " s"),
     }
+
+
+def leakage_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
+    """One row per run attacked after it ran (:mod:`phalanx.range.leakage`), already formatted."""
+    rows = []
+    for run in runs:
+        leak = run.info.get("leakage")
+        if not isinstance(leak, Mapping):
+            continue
+        if "error" in leak:
+            rows.append({"name": run.name, "color": run.color, "error": str(leak["error"])})
+            continue
+        node = (leak.get("membership") or {}).get("node") or {}
+        lira, loss = node.get("lira") or {}, node.get("loss_threshold") or {}
+        outsider = ((leak.get("membership") or {}).get("outsider") or {})
+        inv = leak.get("inversion") or {}
+        rows.append({
+            "name": run.name, "color": run.color, "error": "",
+            "target": f"node {leak.get('target_node')} ({leak.get('shard_size')} samples)",
+            "epsilon": _fmt(leak.get("epsilon_node"), ".3g") if leak.get("epsilon_node") is not None else "no DP",
+            "loss_auc": _fmt(loss.get("auc")), "lira_auc": _fmt(lira.get("auc")),
+            "lira_tpr1": _fmt(lira.get("tpr_at_1pct_fpr")), "lira_tpr01": _fmt(lira.get("tpr_at_0.1pct_fpr")),
+            "outsider": f"{outsider.get('model', '—')}: {_fmt((outsider.get('loss_threshold') or {}).get('auc'))}",
+            "inversion": (f"{inv.get('attack')}: {_fmt(inv.get('psnr_db'), '.1f')} dB, SSIM "
+                          f"{_fmt(inv.get('ssim'), '.2f')}, {_fmt(inv.get('recovered'), '.0%')} recovered"
+                          if inv else "—"),
+        })
+    return rows
+
+
+def leakage_plot(runs: Sequence[Run]) -> Plot | None:
+    """Membership AUC against the target node's epsilon, one point per run (runs without DP at
+    the right edge, marked), when at least two runs were attacked."""
+    points = []
+    for run in runs:
+        leak = run.info.get("leakage")
+        node = ((leak or {}).get("membership") or {}).get("node") if isinstance(leak, Mapping) else None
+        if not node:
+            continue
+        points.append((run, number(leak.get("epsilon_node")), number((node.get("lira") or {}).get("auc")),
+                       number((node.get("loss_threshold") or {}).get("auc"))))
+    if len(points) < 2:
+        return None
+    finite = [e for _, e, _, _ in points if e is not None]
+    no_dp_x = (max(finite) * 1.3 if finite else 1.0)
+    with _figure(5.4, 3.3) as fig:
+        ax = fig.add_subplot()
+        for run, eps, lira, loss in points:
+            x = eps if eps is not None else no_dp_x
+            for value, marker in ((lira, "o"), (loss, "s")):
+                if value is not None:
+                    ax.scatter([x], [value], color=run.color, marker=marker, s=28,
+                               label=mpl_text(run.name) if marker == "o" else None)
+        ax.axhline(0.5, color="0.6", linewidth=0.8, linestyle=":")
+        if any(e is None for _, e, _, _ in points):
+            ax.axvline(no_dp_x, color="0.8", linewidth=0.8)
+            ax.text(no_dp_x, 0.51, " no DP", fontsize=7, color="0.4")
+        ax.set_title("Membership AUC against epsilon (o: LiRA, s: loss threshold)", fontsize=10)
+        ax.set_xlabel("epsilon of the target node")
+        ax.set_ylabel("AUC")
+        ax.legend(fontsize=7, frameon=False)
+        fig.subplots_adjust(left=0.72 / 5.4, right=0.97, bottom=0.5 / 3.3, top=1 - 0.33 / 3.3)
+        return Plot(title="leakage", uri=png_uri(fig), alt="membership AUC against epsilon per run")
 
 
 def event_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
@@ -416,6 +484,8 @@ def curve_plots(runs: Sequence[Run]) -> list[Plot]:
         metric_plot(runs, "availability", "Availability", "share of honest nodes aggregating",
                     unit_range=True),
         metric_plot(runs, "consensus_distance", "Consensus distance", "distance", log=True),
+        metric_plot(runs, "epsilon", "Privacy spent: epsilon of the most exposed honest node",
+                    "epsilon (at the run's delta)"),
     ]
     return [p for p in plots if p is not None]
 

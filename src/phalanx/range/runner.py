@@ -33,6 +33,8 @@ from phalanx.data import DATASETS, PARTITIONERS, Dataset, label_histogram
 from phalanx.engine import Fault, FaultSchedule, Simulation
 from phalanx.models import MODELS, FlatModel, initial_row
 from phalanx.network import TOPOLOGIES
+from phalanx.privacy.client import AdaptiveClipping
+from phalanx.privacy.plan import PrivacyPlan
 from phalanx.range.scenario import Scenario, ScenarioError, slug
 from phalanx.train import SGDConfig, Shards
 
@@ -146,6 +148,7 @@ def build(scenario: Scenario) -> BuiltRun:
     if test_pick is not None:
         test_x, test_y = test_x[test_pick], test_y[test_pick]
 
+    privacy = _privacy_plan(s, shards)
     simulation = Simulation(
         flat_model=flat_model, initial=initial, shards=shards,
         test_x=test_x.to(device), test_y=test_y.to(device), topology=topology,
@@ -157,7 +160,7 @@ def build(scenario: Scenario) -> BuiltRun:
         workers=s.train.workers,
         eval_every=s.eval.every,
         declared_f=declared_f, declared_share=declared_share, weight_cap=s.topology.weight_cap,
-        root_shards=root_shards,
+        root_shards=root_shards, privacy=privacy, keep_released=s.leakage is not None,
     )
     partition = {
         "partitioner": s.data.partition.name, "params": s.data.partition.params,
@@ -167,6 +170,29 @@ def build(scenario: Scenario) -> BuiltRun:
     graph = {"nodes": n, "edges": [list(e) for e in topology.edges()]} if topology.kind == "gossip" else None
     return BuiltRun(s, simulation, dataset, partition, graph, sorted(malicious_ids.tolist()),
                     schedule.events())
+
+
+def _privacy_plan(s: Scenario, shards: Shards) -> PrivacyPlan | None:
+    """The run's privacy plan, its noise calibrated per node when a target epsilon is given."""
+    p = s.privacy
+    if p.mechanism == "none":
+        return None
+    adaptive = None
+    if p.adaptive_clip is not None:
+        adaptive = AdaptiveClipping(p.adaptive_clip.quantile, p.adaptive_clip.lr,
+                                    p.adaptive_clip.count_noise)
+    try:
+        plan = PrivacyPlan.build(
+            p.mechanism, sizes=shards.sizes, epochs=s.train.epochs, batch_size=s.train.batch_size,
+            rounds=s.rounds, clip=p.clip, delta=p.delta, noise_multiplier=p.noise_multiplier,
+            target_epsilon=p.target_epsilon, accountant=p.accountant, adjacency=p.adjacency,
+            budget=p.budget, adaptive=adaptive)
+        if adaptive is not None:  # fails early when the count's noise cannot fit in the budget
+            expected = max(1, round(s.topology.participation * s.data.nodes))
+            plan.noise_std(expected)
+    except ValueError as e:
+        raise ScenarioError(f"privacy: {e}") from None
+    return plan
 
 
 def _faults(s: Scenario) -> list[Fault]:
@@ -262,6 +288,10 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
                     bar.advance(task, record)
             records[s.name] = rows
             summary["runs"].append(_run_summary(b, rows))
+            if s.leakage is not None:
+                from phalanx.range.leakage import evaluate
+
+                summary["runs"][-1]["leakage"] = evaluate(b, s.leakage)
     summary["manifest"]["wall_time_s"] = round(time.perf_counter() - t0, 3)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_report(out_dir, summary, records)

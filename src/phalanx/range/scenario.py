@@ -124,6 +124,59 @@ class FaultSpec(Strict):
         return self
 
 
+class AdaptiveClipSpec(Strict):
+    quantile: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.5, description="Target share of updates left unclipped (Andrew et al. 2021's gamma).")
+    lr: Annotated[float, Field(gt=0, le=10)] = Field(0.2, description="Geometric learning rate of the clip norm (eta).")
+    count_noise: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Std of the noise on the unclipped count (sigma_b); null: participants / 20.")
+
+
+class PrivacySpec(Strict):
+    mechanism: Literal["none", "dp_sgd", "local", "central"] = Field(
+        "none", description="dp_sgd: sample-level DP in local training; local / central: client-level DP-FedAvg, noise at each node or at the server (star, mean rule).")
+    noise_multiplier: Annotated[float, Field(gt=0, le=1e4)] | None = Field(
+        None, description="Noise std over the sensitivity (give this or target_epsilon).")
+    target_epsilon: Annotated[float, Field(gt=0, le=1e4)] | None = Field(
+        None, description="Each node's epsilon after all rounds; its noise is calibrated from it.")
+    delta: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, description="The delta of (epsilon, delta).")
+    clip: Annotated[float, Field(gt=0, le=1e6)] = Field(
+        1.0, description="Clip norm C: of each sample's gradient (dp_sgd) or each update (client level).")
+    accountant: Literal["rdp", "pld"] = Field("rdp", description="Accountant (dp-accounting): RDP or PLD.")
+    adjacency: Literal["zero_out", "replace_one"] = Field(
+        "zero_out", description="Client level: what a neighbouring dataset changes (sensitivity C or 2C).")
+    budget: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="A node stops once one more round would take its epsilon past this.")
+    adaptive_clip: AdaptiveClipSpec | None = Field(
+        None, description="Central only: clip norm adapted to a quantile of the update norms.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PrivacySpec":
+        if self.mechanism == "none":
+            return self
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(f"{self.mechanism} needs exactly one of noise_multiplier and target_epsilon")
+        if self.adaptive_clip is not None and self.mechanism != "central":
+            raise ValueError("adaptive_clip applies to mechanism central only")
+        return self
+
+
+class LeakageSpec(Strict):
+    membership: bool = Field(True, description="Membership inference: loss threshold and LiRA against the target node, loss threshold against the model an outsider sees.")
+    inversion: bool = Field(True, description="Gradient inversion of single-sample updates of the target node.")
+    node: Annotated[int, Field(ge=0)] | Literal["smallest"] = Field(
+        "smallest", description="The target: an honest node's id, or the honest node with the smallest shard.")
+    members: Annotated[int, Field(ge=2, le=100_000)] = Field(
+        500, description="At most this many member samples, and as many test samples as non-members.")
+    shadows: Annotated[int, Field(ge=0, le=256)] = Field(
+        16, description="LiRA shadow models (0: the loss threshold alone).")
+    inversion_attack: Literal["dlg", "inverting_gradients"] = Field(
+        "dlg", description="DLG with iDLG labels, or Geiping et al.'s inverting gradients.")
+    inversion_samples: Annotated[int, Field(ge=1, le=1000)] = Field(4, description="Samples rebuilt.")
+    inversion_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        100, description="Optimiser iterations per sample (L-BFGS for DLG, Adam for inverting gradients).")
+
+
 class EvalSpec(Strict):
     every: Annotated[int, Field(ge=1, le=100_000)] = Field(1, description="Evaluate every k rounds.")
 
@@ -187,6 +240,8 @@ class Scenario(Strict):
         None, description="The f the defense assumes, per receiver: a count (10), a share of the rows it aggregates ('20%', rounded up), or null for the real malicious share. The real f is adversary.malicious.")
     adversary: AdversarySpec = AdversarySpec()
     faults: list[FaultSpec] = Field([], description="Crash and recovery schedule.")
+    privacy: PrivacySpec = PrivacySpec()
+    leakage: LeakageSpec | None = Field(None, description="After the run, attack its privacy (null: no attack).")
     eval: EvalSpec = EvalSpec()
 
     @model_validator(mode="after")
@@ -203,6 +258,16 @@ class Scenario(Strict):
                 raise _FieldError(f"faults.{i}.count", f.count, f"more than the {n} nodes")
             if f.target == "server" and self.topology.name != "star":
                 raise _FieldError(f"faults.{i}.target", "server", "only a star has a server")
+        if isinstance(self.leakage, LeakageSpec) and isinstance(self.leakage.node, int) \
+                and self.leakage.node >= n:
+            raise _FieldError("leakage.node", self.leakage.node, f"node ids must be below {n}")
+        if self.privacy.mechanism == "central":
+            if self.topology.name != "star":
+                raise _FieldError("privacy.mechanism", "central",
+                                  "central DP needs a star's server; use local or dp_sgd in gossip")
+            if self.pre_aggregators or self.aggregator.name != "mean":
+                raise _FieldError("privacy.mechanism", "central", "central DP noises the mean of "
+                                  "clipped updates: it needs aggregator mean with no pre-aggregator")
         return self
 
     def canonical_json(self) -> str:
