@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import phalanx.privacy
 from phalanx.privacy.secagg import FixedPoint, harary_parameters, shamir
 from phalanx.privacy.secagg.driver import SeededRandom
 from phalanx.privacy.secagg.encoding import pack_bits, unpack_bits
@@ -182,3 +185,15 @@ def test_decode_refuses_other_sessions_truncation_and_trailing_bytes():
         decode(data + b"\0", DIGEST)
     with pytest.raises(MalformedMessage, match="unknown message type"):
         decode(data[:5] + b"\x63" + data[6:], DIGEST)
+
+
+def test_privacy_imports_only_core_of_phalanx():
+    # the package rule of shared/ARCHITECTURE.md: privacy may import only core
+    root = Path(phalanx.privacy.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                if name.startswith("phalanx"):
+                    assert name.startswith(("phalanx.privacy", "phalanx.core")), f"{path.name} imports {name}"

@@ -148,11 +148,12 @@ class Client:
         key_shares = shamir.share(self._s_sk.private_bytes_raw(), cfg.t, xs, self._rand)
         seed_shares = shamir.share(self._seed, cfg.t, xs, self._rand)
         ciphertexts, self._c_shared = [], {}
-        for v, ks, ss in zip(holders, key_shares, seed_shares):
+        encoded_keys, encoded_seeds = shamir.encode_shares(key_shares), shamir.encode_shares(seed_shares)
+        for v, ks, ss, ek, es in zip(holders, key_shares, seed_shares, encoded_keys, encoded_seeds):
             if v == self.id:
                 self._held[v] = (ks, ss)
                 continue
-            payload = shamir.encode_share(ks) + shamir.encode_share(ss)
+            payload = ek + es
             self._c_shared[v] = self._agree(phase, self._c_sk, v, adverts[v].cipher_pk)
             key = share_key(self._c_shared[v], cfg.digest, self.id, v)
             ciphertexts.append((v, seal(key, cfg.digest, self.id, v, payload)))
@@ -232,16 +233,16 @@ class Client:
                 raise self._abort(phase, f"expected a SurvivorList, got {type(message).__name__}", SERVER)
             u3 = self._survivors(phase, message.survivors)
         alive = frozenset(u3)
-        seed_shares, key_shares = [], []
-        for owner in sorted(self._held):
-            key_share, seed_share = self._held[owner]
-            if owner in alive:
-                seed_shares.append((owner, shamir.encode_share(seed_share)))
-            else:
-                key_shares.append((owner, shamir.encode_share(key_share)))
+        owners = sorted(self._held)
+        seed_owners = [o for o in owners if o in alive]
+        key_owners = [o for o in owners if o not in alive]
+        seed_shares = tuple(zip(seed_owners, shamir.encode_shares(
+            np.array([self._held[o][1] for o in seed_owners]).reshape(-1, shamir.CHUNKS))))
+        key_shares = tuple(zip(key_owners, shamir.encode_shares(
+            np.array([self._held[o][0] for o in key_owners]).reshape(-1, shamir.CHUNKS))))
         self._held = {}
         self._next = "done"
-        return UnmaskingShares(self.id, tuple(seed_shares), tuple(key_shares))
+        return UnmaskingShares(self.id, seed_shares, key_shares)
 
     def _check_signatures(self, phase: str, message) -> tuple[int, ...]:
         if not isinstance(message, SurvivorSignatures):

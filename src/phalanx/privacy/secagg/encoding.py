@@ -59,6 +59,8 @@ def as_ring_elements(values: np.ndarray | torch.Tensor, bits: int) -> np.ndarray
 def pack_bits(vector: np.ndarray, bits: int) -> bytes:
     """The low ``bits`` bits of each element, concatenated little-endian: ``ceil(d bits / 8)`` bytes."""
     vector_dtype(bits)
+    if bits in (8, 16, 32, 64):   # whole machine words: one cast (values above 2^bits are cut)
+        return np.asarray(vector).astype(f"<u{bits // 8}").tobytes()
     flat = np.ascontiguousarray(vector, dtype="<u8").reshape(-1)
     if bits % 8 == 0:
         return flat.view(np.uint8).reshape(-1, 8)[:, : bits // 8].tobytes()
@@ -72,6 +74,8 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     expected = (count * bits + 7) // 8
     if len(data) != expected:
         raise ValueError(f"a vector of {count} elements of {bits} bits takes {expected} bytes, got {len(data)}")
+    if bits in (8, 16, 32, 64):
+        return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(dtype)
     raw = np.frombuffer(data, dtype=np.uint8)
     if bits % 8 == 0:
         wide = np.zeros((count, 8), dtype=np.uint8)

@@ -201,15 +201,16 @@ class Server:
         decoded: dict[int, dict[str, dict[int, np.ndarray]]] = {}
 
         def check(m: UnmaskingShares):
-            held = {v for v in self.u2 if m.sender in cfg.holders(v)}
+            held = self.u2.intersection(cfg.neighbours[m.sender]) | {m.sender}   # the graph is symmetric
             want_seed, want_key = sorted(held & self.u3), sorted(held - self.u3)
             got_seed, got_key = [v for v, _ in m.seed_shares], [v for v, _ in m.key_shares]
             if got_seed != want_seed or got_key != want_key:
                 return (f"revealed seed shares of {got_seed} and key shares of {got_key}; expected seed "
                         f"shares of {want_seed} and key shares of {want_key}")
             try:
-                decoded[m.sender] = {"seed": {v: shamir.decode_share(s) for v, s in m.seed_shares},
-                                     "key": {v: shamir.decode_share(s) for v, s in m.key_shares}}
+                decoded[m.sender] = {kind: dict(zip(owners, shamir.decode_shares([s for _, s in pairs])))
+                                     for kind, owners, pairs in (("seed", got_seed, m.seed_shares),
+                                                                 ("key", got_key, m.key_shares))}
             except ValueError as e:
                 return f"malformed share: {e}"
             return None

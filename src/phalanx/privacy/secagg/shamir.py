@@ -189,14 +189,34 @@ def reconstruct(xs: Sequence[int], ys: np.ndarray, threshold: int, prime: int = 
     return interpolate(base, ys[:threshold], [0], prime)[0]
 
 
+def encode_shares(values: np.ndarray) -> list[bytes]:
+    """Each row of ``values`` ``(count, CHUNKS)`` as one :data:`SHARE_BYTES`-byte share, vectorised."""
+    values = np.asarray(values, dtype=np.int64).reshape(-1, CHUNKS)
+    bits = (values[:, :, None] >> np.arange(FIELD_BITS)) & 1                    # (count, 15, 19)
+    padded = np.zeros((len(values), SHARE_BYTES * 8), dtype=np.uint8)
+    padded[:, : CHUNKS * FIELD_BITS] = bits.reshape(len(values), CHUNKS * FIELD_BITS)
+    raw = np.packbits(padded, axis=1, bitorder="little")
+    return [row.tobytes() for row in raw]
+
+
+def decode_shares(data: list[bytes]) -> np.ndarray:
+    """Inverse of :func:`encode_shares`: ``(count, CHUNKS)``; raises for a wrong length or a
+    value that is not a field element."""
+    if any(len(d) != SHARE_BYTES for d in data):
+        raise ValueError(f"a share is {SHARE_BYTES} bytes")
+    raw = np.frombuffer(b"".join(data), dtype=np.uint8).reshape(len(data), SHARE_BYTES)
+    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, : CHUNKS * FIELD_BITS]
+    values = (bits.reshape(len(data), CHUNKS, FIELD_BITS).astype(np.int64) << np.arange(FIELD_BITS)).sum(-1)
+    if values.size and values.max() >= PRIME:
+        raise ValueError(f"share value {values.max()} is not an element of GF({PRIME})")
+    return values
+
+
 def encode_share(values: np.ndarray) -> bytes:
     """One holder's share (``CHUNKS`` field elements) as :data:`SHARE_BYTES` bytes."""
-    return pack_bits(np.asarray(values, dtype=np.uint64), FIELD_BITS)
+    return encode_shares(values)[0]
 
 
 def decode_share(data: bytes) -> np.ndarray:
     """Inverse of :func:`encode_share`; raises if a value is not a field element."""
-    values = unpack_bits(data, FIELD_BITS, CHUNKS).astype(np.int64)
-    if values.max() >= PRIME:
-        raise ValueError(f"share value {values.max()} is not an element of GF({PRIME})")
-    return values
+    return decode_shares([data])[0]
