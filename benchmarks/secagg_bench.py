@@ -32,21 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from phalanx.privacy.secagg import harary_parameters, secure_sum
+from phalanx.privacy.secagg import harary_parameters, messages, secure_sum
 from phalanx.privacy.secagg.crypto import seal
 from phalanx.privacy.secagg.encoding import pack_bits, unpack_bits
-from phalanx.privacy.secagg.messages import (
-    AdvertiseKeys,
-    EncryptedShares,
-    KeyDirectory,
-    MaskedInput,
-    ShareBundle,
-    SurvivorList,
-    SurvivorSignature,
-    SurvivorSignatures,
-    UnmaskingShares,
-    encode,
-)
+from phalanx.privacy.secagg.messages import encode
 from phalanx.privacy.secagg.shamir import SHARE_BYTES
 
 BITS = 32
@@ -56,7 +45,7 @@ def plaintext_reference(x: np.ndarray) -> dict:
     """The plaintext sum: per-client packing time and bytes, the server's unpack-and-add time."""
     n, d = x.shape
     start = time.perf_counter()
-    packed = [encode(MaskedInput(i, pack_bits(row, BITS)), bytes(32)) for i, row in enumerate(x)]
+    packed = [encode(messages.MaskedInput(i, pack_bits(row, BITS)), bytes(32)) for i, row in enumerate(x)]
     client_s = (time.perf_counter() - start) / n
     start = time.perf_counter()
     total = np.zeros(d, dtype=np.uint32)
@@ -75,7 +64,8 @@ def measure(n: int, d: int, protocol: str, dropout: float) -> dict:
         if params is None:
             return {"skipped": f"no sparse Harary graph below the complete one for n = {n}"}
         degree, threshold = params
-    dropped = {"masked_input": list(range(0, n, max(1, round(1 / dropout))))[: int(dropout * n)]} if dropout else {}
+    step = max(1, round(1 / dropout)) if dropout else 0
+    dropped = {"masked_input": list(range(0, n, step))[: int(dropout * n)]} if dropout else {}
     start = time.perf_counter()
     result = secure_sum(x, bits=BITS, degree=degree, threshold=threshold, dropouts=dropped, seed=n + d,
                         memo_verify=False)
@@ -92,19 +82,19 @@ def paper_scale(n: int = 2**10, d: int = 2**20, input_bits: int = 16) -> dict:
     """Per-client bytes at the paper's scale, from the real message encodings."""
     bits = input_bits + math.ceil(math.log2(n))
     digest = bytes(32)
-    advert = AdvertiseKeys(0, bytes(32), bytes(32), bytes(32), bytes(64))
+    advert = messages.AdvertiseKeys(0, bytes(32), bytes(32), bytes(32), bytes(64))
     ciphertext = seal(bytes(32), digest, 0, 1, bytes(2 * SHARE_BYTES))
     everyone = tuple(range(n))
     size = {
         "AdvertiseKeys": encode(advert, digest),
-        "KeyDirectory": encode(KeyDirectory(0, (advert,) * n), digest),
-        "EncryptedShares": encode(EncryptedShares(0, ((1, ciphertext),) * (n - 1)), digest),
-        "ShareBundle": encode(ShareBundle(0, ((1, ciphertext),) * (n - 1)), digest),
-        "MaskedInput": encode(MaskedInput(0, bytes((d * bits + 7) // 8)), digest),
-        "SurvivorList": encode(SurvivorList(0, everyone), digest),
-        "SurvivorSignature": encode(SurvivorSignature(0, bytes(64)), digest),
-        "SurvivorSignatures": encode(SurvivorSignatures(0, everyone, ((1, bytes(64)),) * n), digest),
-        "UnmaskingShares": encode(UnmaskingShares(0, ((1, bytes(SHARE_BYTES)),) * n, ()), digest),
+        "KeyDirectory": encode(messages.KeyDirectory(0, (advert,) * n), digest),
+        "EncryptedShares": encode(messages.EncryptedShares(0, ((1, ciphertext),) * (n - 1)), digest),
+        "ShareBundle": encode(messages.ShareBundle(0, ((1, ciphertext),) * (n - 1)), digest),
+        "MaskedInput": encode(messages.MaskedInput(0, bytes((d * bits + 7) // 8)), digest),
+        "SurvivorList": encode(messages.SurvivorList(0, everyone), digest),
+        "SurvivorSignature": encode(messages.SurvivorSignature(0, bytes(64)), digest),
+        "SurvivorSignatures": encode(messages.SurvivorSignatures(0, everyone, ((1, bytes(64)),) * n), digest),
+        "UnmaskingShares": encode(messages.UnmaskingShares(0, ((1, bytes(SHARE_BYTES)),) * n, ()), digest),
     }
     size = {k: len(v) for k, v in size.items()}
     up_hbc = size["AdvertiseKeys"] + size["EncryptedShares"] + size["MaskedInput"] + size["UnmaskingShares"]
@@ -141,7 +131,8 @@ def main() -> None:
               f"{scale['paper_count_expansion']:.3f}x; ratio ours/theirs {m['expansion'] / 1.73:.3f})")
 
     cells = {}
-    print(f"\n{'protocol':<8} {'n':>4} {'d':>8} {'k':>3} {'t':>4} | {'client s':>9} {'plain':>8} {'ratio':>7} | "
+    print(f"\n{'protocol':<8} {'n':>4} {'d':>8} {'k':>3} {'t':>4} | "
+          f"{'client s':>9} {'plain':>8} {'ratio':>7} | "
           f"{'client up KiB':>13} {'down KiB':>9} {'ratio':>6} | {'server s':>8} {'plain':>7} {'ratio':>7} | "
           f"{'server in MiB':>13} {'out MiB':>8}")
     for protocol in args.protocols.split(","):
@@ -158,13 +149,15 @@ def main() -> None:
                     print(f"{protocol:<8} {n:>4} {d:>8} skipped: {r['skipped']}")
                     continue
                 p = r["plaintext"]
-                cs, cup, cdown = r["client_seconds"]["mean"], r["client_bytes_up"]["mean"], r["client_bytes_down"]["mean"]
+                cs = r["client_seconds"]["mean"]
+                cup, cdown = r["client_bytes_up"]["mean"], r["client_bytes_down"]["mean"]
                 print(f"{protocol:<8} {n:>4} {d:>8} {r['degree']:>3} {r['threshold']:>4} | {cs:>9.4f} "
                       f"{p['client_seconds']:>8.5f} {cs / p['client_seconds']:>6.0f}x | {cup / 1024:>13.1f} "
                       f"{cdown / 1024:>9.1f} {(cup + cdown) / p['client_bytes_up']:>5.2f}x | "
                       f"{r['server_seconds']:>8.3f} {p['server_seconds']:>7.4f} "
                       f"{r['server_seconds'] / p['server_seconds']:>6.0f}x | "
-                      f"{r['server_bytes_in'] / 2**20:>13.2f} {r['server_bytes_out'] / 2**20:>8.2f}", flush=True)
+                      f"{r['server_bytes_in'] / 2**20:>13.2f} {r['server_bytes_out'] / 2**20:>8.2f}",
+                      flush=True)
     out = {"platform": platform.platform(), "processor": platform.processor(), "bits": BITS,
            "dropout": args.dropout, "paper_scale": scale, "cells": cells}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,8 @@ def test_an_advertisement_replayed_from_another_session_is_refused():
 
 def test_a_client_aborts_when_the_server_forwards_a_forged_advertisement():
     def forge(directory: KeyDirectory):
-        adverts = tuple(replace(a, mask_pk=bytes(32 * [9])) if a.sender == 5 else a for a in directory.adverts)
+        adverts = tuple(replace(a, mask_pk=bytes(32 * [9])) if a.sender == 5 else a
+                        for a in directory.adverts)
         return replace(directory, adverts=adverts)
 
     with pytest.raises(ProtocolAbort, match="advertisement of client 5 has no valid identity signature") as e:
@@ -102,7 +103,8 @@ def test_a_replayed_public_key_is_refused_for_both_clients():
             keys["a"] = message
         if d == "up" and p == "advertise" and who == 4:
             stolen = keys["a"]
-            signed = advertisement_message(result_digest[0], 4, stolen.cipher_pk, stolen.mask_pk, message.commitment)
+            signed = advertisement_message(result_digest[0], 4, stolen.cipher_pk, stolen.mask_pk,
+                                           message.commitment)
             return replace(message, cipher_pk=stolen.cipher_pk, mask_pk=stolen.mask_pk,
                            signature=identity_key(4, 1).sign(signed))
         return message
@@ -129,7 +131,8 @@ def test_a_tampered_share_ciphertext_aborts_naming_its_sender():
 def _lie_about(kind: str, owner: int):
     def lie(message: UnmaskingShares):
         field = "seed_shares" if kind == "seed" else "key_shares"
-        shares = tuple((o, shamir.encode_share((shamir.decode_share(s) + 1) % shamir.PRIME)) if o == owner else (o, s)
+        shares = tuple((o, shamir.encode_share((shamir.decode_share(s) + 1) % shamir.PRIME))
+                       if o == owner else (o, s)
                        for o, s in getattr(message, field))
         return replace(message, **{field: shares})
     return lie
@@ -187,7 +190,8 @@ def _masked_round(config, x, dropped=()):
 
 def test_an_honest_client_refuses_a_second_unmasking_request():
     x = X[:6]
-    config = SessionConfig(session_id=b"twice", clients=tuple(range(6)), dim=D, adversary="honest_but_curious")
+    config = SessionConfig(session_id=b"twice", clients=tuple(range(6)), dim=D,
+                           adversary="honest_but_curious")
     clients, _, _ = _masked_round(config, x)
     first = clients[0].unmask(SurvivorList(0, (0, 1, 2, 3, 4, 5)))
     assert {o for o, _ in first.seed_shares} == set(range(6)) and first.key_shares == ()
@@ -222,7 +226,7 @@ def test_without_the_consistency_check_a_lying_server_learns_an_input():
         got["seed"] += [(u, s) for o, s in response.seed_shares if o == 5]
         got["key"] += [(u, s) for o, s in response.key_shares if o == 5]
     secrets = {kind: shamir.join_secret(shamir.reconstruct([u + 1 for u, _ in pairs],
-                                                           np.stack([shamir.decode_share(s) for _, s in pairs]), 3))
+                                                           shamir.decode_shares([s for _, s in pairs]), 3))
                for kind, pairs in got.items()}
     assert np.array_equal(_unmask(secrets, config, server, masked, 5), x[5])
 

@@ -3,6 +3,10 @@ to n - t of them; one more aborts; a masked input looks uniform; SecAgg+ gives t
 
 from __future__ import annotations
 
+import re
+import runpy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +49,8 @@ def test_sum_is_exact_with_n_minus_t_dropouts_at_each_phase(phase, adversary):
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_one_dropout_past_n_minus_t_aborts_with_a_clear_error(phase):
-    with pytest.raises(TooFewSurvivors, match=r"phase '\w+': only 6 clients remain, the threshold needs at least 7"):
+    with pytest.raises(TooFewSurvivors,
+                       match=r"phase '\w+': only 6 clients remain, the threshold needs at least 7"):
         secure_sum(X, threshold=T, dropouts={phase: {0, 2, 5, 9}}, seed=1)
 
 
@@ -139,3 +144,13 @@ def test_bucket_sums_reveal_each_bucket_on_its_own():
         assert result.survivors == tuple(sorted(rows.tolist()))
         assert np.array_equal(result.sum, plain_sum(X, rows))
     assert len({r.config.digest for r in results}) == 3
+
+
+def test_the_readme_example_runs(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "secure_sum" in b]
+    (tmp_path / "example.py").write_text(code)
+    namespace = runpy.run_path(str(tmp_path / "example.py"))
+    out, rows = namespace["out"], namespace["rows"]
+    assert out.survivors == tuple(i for i in range(64) if i not in (5, 9))
+    assert np.abs(out.value - np.clip(rows, -3, 3)[list(out.survivors)].sum(0)).max() < 1e-3

@@ -69,7 +69,8 @@ class Client:
             raise ValueError(f"client {client_id} is not invited to this session")
         x = as_ring_elements(value, config.bits)
         if x.shape != (config.dim,):
-            raise ValueError(f"client {client_id}'s input has shape {x.shape}, the session needs ({config.dim},)")
+            raise ValueError(f"client {client_id}'s input has shape {x.shape}, "
+                             f"the session needs ({config.dim},)")
         self.config, self.id, self._x = config, client_id, x
         self._sign, self._verify, self._rand = sign, verify, randbytes
         self.holders = frozenset(config.holders(client_id))
@@ -258,8 +259,8 @@ class Client:
                               SERVER)
         for v, signature in message.signatures:
             if not self._verify(v, signed, signature):
-                raise self._abort(phase, f"client {v}'s signature does not cover the survivor set this client "
-                                  "signed: the server showed different clients different sets", SERVER)
+                raise self._abort(phase, f"client {v}'s signature does not cover the survivor set this "
+                                  "client signed: the server showed different clients different sets", SERVER)
         count = len(set(signers) & self.holders)
         if count < self.config.t:
             raise self._short(phase, count)

@@ -86,7 +86,8 @@ class SessionConfig:
             raise ValueError(f"adversary must be 'honest_but_curious' or 'active', got {self.adversary!r}")
         holders = n if self.degree is None else self.degree + 1
         if self.degree is not None and (self.degree % 2 or not 2 <= self.degree <= n - 1):
-            raise ValueError(f"SecAgg+ over {n} clients needs an even degree in 2..{n - 1}, got {self.degree}")
+            raise ValueError(f"SecAgg+ over {n} clients needs an even degree in 2..{n - 1}, "
+                             f"got {self.degree}")
         t = default_threshold(holders) if self.threshold is None else self.threshold
         if not 2 <= t <= holders:
             raise ValueError(f"threshold must be in 2..{holders} (the share holders of a client), got {t}")

@@ -70,7 +70,9 @@ class Cost:
         """JSON-ready figures: totals by message type, per-client mean and max, server totals."""
         def stats(values: Iterable[float]) -> dict:
             arr = np.asarray(list(values), dtype=float)
-            return {"mean": float(arr.mean()) if arr.size else 0.0, "max": float(arr.max()) if arr.size else 0.0}
+            if not arr.size:
+                return {"mean": 0.0, "max": 0.0}
+            return {"mean": float(arr.mean()), "max": float(arr.max())}
 
         per_client_time = defaultdict(float)
         for phase in self.client_seconds.values():
@@ -166,7 +168,8 @@ def secure_sum(inputs, *, codec: FixedPoint | None = None, bits: int = 32, thres
     if unknown:
         raise ValueError(f"unknown dropout phases {sorted(unknown)}; phases are {PHASES}")
     if session_id is None:
-        session_id = os.urandom(16) if seed is None else hashlib.sha256(f"session/{seed}".encode()).digest()[:16]
+        session_id = os.urandom(16) if seed is None \
+            else hashlib.sha256(f"session/{seed}".encode()).digest()[:16]
     config = SessionConfig(session_id=session_id, clients=ids, dim=x.shape[1], bits=bits,
                            threshold=threshold, degree=degree, adversary=adversary)
     clients, server = make_parties(config, x, seed=seed, memo_verify=memo_verify)
@@ -175,7 +178,8 @@ def secure_sum(inputs, *, codec: FixedPoint | None = None, bits: int = 32, thres
 
     gone: set[int] = set()
 
-    def uplink(phase: str, step: Callable[[Client, Message | None], Message], inbox: dict[int, Message] | None):
+    def uplink(phase: str, step: Callable[[Client, Message | None], Message],
+               inbox: dict[int, bytes] | None) -> list[bytes]:
         gone.update(dropouts.get(phase, ()))
         arrived = []
         for c in ids:
@@ -214,15 +218,18 @@ def secure_sum(inputs, *, codec: FixedPoint | None = None, bits: int = 32, thres
         cost.server_seconds[phase] += time.perf_counter() - start
         return out
 
-    inbox = serve("advertise", server.collect_advertisements, uplink("advertise", lambda c, _: c.advertise(), None))
+    inbox = serve("advertise", server.collect_advertisements,
+                  uplink("advertise", lambda c, _: c.advertise(), None))
     inbox = serve("share_keys", server.collect_shares, uplink("share_keys", Client.share_keys, inbox))
     inbox = serve("masked_input", server.collect_masked, uplink("masked_input", Client.masked_input, inbox))
     if config.active:
-        inbox = serve("consistency", server.collect_signatures, uplink("consistency", Client.consistency, inbox))
+        inbox = serve("consistency", server.collect_signatures,
+                      uplink("consistency", Client.consistency, inbox))
     else:
         gone.update(dropouts.get("consistency", ()))
     total = serve("unmasking", server.collect_unmasking, uplink("unmasking", Client.unmask, inbox))
-    return SecureSum(sum=total, survivors=server.survivors, config=config, cost=cost, rejected=server.rejected,
+    return SecureSum(sum=total, survivors=server.survivors, config=config, cost=cost,
+                     rejected=server.rejected,
                      value=None if codec is None else codec.decode(total))
 
 

@@ -73,7 +73,8 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     dtype = vector_dtype(bits)
     expected = (count * bits + 7) // 8
     if len(data) != expected:
-        raise ValueError(f"a vector of {count} elements of {bits} bits takes {expected} bytes, got {len(data)}")
+        raise ValueError(f"a vector of {count} elements of {bits} bits takes {expected} bytes, "
+                         f"got {len(data)}")
     if bits in (8, 16, 32, 64):
         return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(dtype)
     raw = np.frombuffer(data, dtype=np.uint8)

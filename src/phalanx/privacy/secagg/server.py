@@ -10,8 +10,9 @@ client is treated as dropped. When a round leaves fewer than ``t`` share holders
 whose secret will be needed, the server aborts with :class:`TooFewSurvivors`.
 
 **Output.** ``z = sum_{u in U_3} y_u - sum_{u in U_3} PRG(b_u)
-+ sum_{u in U_2 \\ U_3} sum_{v in U_3 ∩ N(u)} (the mask v added for u)``, where ``b_u`` is rebuilt
-from the seed shares of ``U_3``'s members and ``s_u^SK`` from the key shares of the dropouts.
+- sum_{u in U_2 \\ U_3} sum_{v in U_3 ∩ N(u)} m_vu``, ``m_vu = +-PRG(s_uv)`` the mask that ``v``
+added for the dropout ``u``; ``b_u`` is rebuilt from the seed shares of ``U_3``'s members and
+``s_u^SK`` from the key shares of the dropouts.
 For every client the server receives shares of one secret or the other, never both (each holder
 reveals only one kind per owner, and a response that reveals the wrong kind is refused).
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from phalanx.privacy.secagg import messages as msg
 from phalanx.privacy.secagg import shamir
 from phalanx.privacy.secagg.config import SessionConfig
 from phalanx.privacy.secagg.crypto import (
@@ -44,17 +46,6 @@ from phalanx.privacy.secagg.crypto import (
 from phalanx.privacy.secagg.encoding import reduce, unpack_bits, vector_dtype
 from phalanx.privacy.secagg.errors import OutOfOrder, ProtocolAbort, TooFewSurvivors
 from phalanx.privacy.secagg.identity import Verifier, advertisement_message, survivors_message
-from phalanx.privacy.secagg.messages import (
-    AdvertiseKeys,
-    EncryptedShares,
-    KeyDirectory,
-    MaskedInput,
-    ShareBundle,
-    SurvivorList,
-    SurvivorSignature,
-    SurvivorSignatures,
-    UnmaskingShares,
-)
 
 
 @dataclass(frozen=True)
@@ -106,11 +97,11 @@ class Server:
                 raise TooFewSurvivors(phase, have, self.config.t, detail)
 
     # -- round 0 -------------------------------------------------------------------------------
-    def collect_advertisements(self, adverts: Iterable[AdvertiseKeys]) -> dict[int, KeyDirectory]:
+    def collect_advertisements(self, adverts: Iterable[msg.AdvertiseKeys]) -> dict[int, msg.KeyDirectory]:
         phase, cfg = "advertise", self.config
         self._expect(phase)
 
-        def check(a: AdvertiseKeys):
+        def check(a: msg.AdvertiseKeys):
             message = advertisement_message(cfg.digest, a.sender, a.cipher_pk, a.mask_pk, a.commitment)
             if not self._verify(a.sender, message, a.signature):
                 return "invalid identity signature on its advertisement (forged, altered or replayed)"
@@ -131,15 +122,15 @@ class Server:
         self.u1 = set(accepted)
         self._require(phase, self.u1, self.u1)
         self._next = "share_keys"
-        return {u: KeyDirectory(u, tuple(accepted[v] for v in cfg.holders(u) if v in accepted))
+        return {u: msg.KeyDirectory(u, tuple(accepted[v] for v in cfg.holders(u) if v in accepted))
                 for u in sorted(self.u1)}
 
     # -- round 1 -------------------------------------------------------------------------------
-    def collect_shares(self, messages: Iterable[EncryptedShares]) -> dict[int, ShareBundle]:
+    def collect_shares(self, messages: Iterable[msg.EncryptedShares]) -> dict[int, msg.ShareBundle]:
         phase, cfg = "share_keys", self.config
         self._expect(phase)
 
-        def check(m: EncryptedShares):
+        def check(m: msg.EncryptedShares):
             want = sorted(v for v in cfg.holders(m.sender) if v in self.u1 and v != m.sender)
             got = sorted(v for v, _ in m.ciphertexts)
             return None if got == want else f"addressed shares to {got} instead of its holders {want}"
@@ -153,15 +144,15 @@ class Server:
                 if recipient in self.u2:
                     inbox[recipient].append((sender, ciphertext))
         self._next = "masked_input"
-        return {v: ShareBundle(v, tuple(inbox[v])) for v in sorted(self.u2)}
+        return {v: msg.ShareBundle(v, tuple(inbox[v])) for v in sorted(self.u2)}
 
     # -- round 2 -------------------------------------------------------------------------------
-    def collect_masked(self, messages: Iterable[MaskedInput]) -> dict[int, SurvivorList]:
+    def collect_masked(self, messages: Iterable[msg.MaskedInput]) -> dict[int, msg.SurvivorList]:
         phase, cfg = "masked_input", self.config
         self._expect(phase)
         vectors: dict[int, np.ndarray] = {}
 
-        def check(m: MaskedInput):
+        def check(m: msg.MaskedInput):
             try:
                 vectors[m.sender] = unpack_bits(m.vector, cfg.bits, cfg.dim)
             except ValueError as e:
@@ -175,15 +166,16 @@ class Server:
         self._require(phase, self._owners, self.u3)
         self._survivors = tuple(sorted(self.u3))
         self._next = "consistency" if cfg.active else "unmasking"
-        return {u: SurvivorList(u, self._survivors) for u in self._survivors}
+        return {u: msg.SurvivorList(u, self._survivors) for u in self._survivors}
 
     # -- round 3 (active model) ----------------------------------------------------------------
-    def collect_signatures(self, messages: Iterable[SurvivorSignature]) -> dict[int, SurvivorSignatures]:
+    def collect_signatures(self, messages: Iterable[msg.SurvivorSignature]
+                           ) -> dict[int, msg.SurvivorSignatures]:
         phase, cfg = "consistency", self.config
         self._expect(phase)
         signed = survivors_message(cfg.digest, self._survivors)
 
-        def check(m: SurvivorSignature):
+        def check(m: msg.SurvivorSignature):
             return None if self._verify(m.sender, signed, m.signature) else "invalid signature on U_3"
 
         accepted = self._admit(phase, messages, self.u3, check)
@@ -191,16 +183,16 @@ class Server:
         self._require(phase, self._owners, self.u4)
         signatures = tuple((u, accepted[u].signature) for u in sorted(accepted))
         self._next = "unmasking"
-        return {u: SurvivorSignatures(u, self._survivors, signatures) for u in sorted(self.u4)}
+        return {u: msg.SurvivorSignatures(u, self._survivors, signatures) for u in sorted(self.u4)}
 
     # -- round 4 -------------------------------------------------------------------------------
-    def collect_unmasking(self, messages: Iterable[UnmaskingShares]) -> np.ndarray:
+    def collect_unmasking(self, messages: Iterable[msg.UnmaskingShares]) -> np.ndarray:
         """The sum over ``Z_{2^k}`` of the inputs of ``U_3`` (:attr:`survivors`)."""
         phase, cfg = "unmasking", self.config
         self._expect(phase)
         decoded: dict[int, dict[str, dict[int, np.ndarray]]] = {}
 
-        def check(m: UnmaskingShares):
+        def check(m: msg.UnmaskingShares):
             held = self.u2.intersection(cfg.neighbours[m.sender]) | {m.sender}   # the graph is symmetric
             want_seed, want_key = sorted(held & self.u3), sorted(held - self.u3)
             got_seed, got_key = [v for v, _ in m.seed_shares], [v for v, _ in m.key_shares]
@@ -287,8 +279,8 @@ class Server:
         except shamir.InconsistentShares:
             consistent = False
         if consistent:
-            raise ProtocolAbort("unmasking", f"the {m} consistent shares of client {owner}'s {what} rebuild a "
-                                "secret other than the one it committed to: it dealt false shares",
+            raise ProtocolAbort("unmasking", f"the {m} consistent shares of client {owner}'s {what} "
+                                "rebuild a secret other than the one it committed to: it dealt false shares",
                                 culprit=owner, party="server")
         raise ProtocolAbort("unmasking", f"the {m} shares of client {owner}'s {what} do not rebuild the "
                             f"committed secret, and no single holder's share explains it (with {m} shares "

@@ -163,7 +163,8 @@ def lagrange_weights(xs: Sequence[int], at: int, prime: int = PRIME) -> np.ndarr
 
 
 def interpolate(xs: Sequence[int], ys: np.ndarray, targets: Sequence[int], prime: int = PRIME) -> np.ndarray:
-    """Values at ``targets`` of the polynomial through ``(xs, ys)``; ``ys`` ``(m, ...)`` -> ``(len(targets), ...)``."""
+    """Values at ``targets`` of the polynomial through ``(xs, ys)``: ``ys`` ``(m, ...)`` gives
+    ``(len(targets), ...)``."""
     w = _weights_matrix(tuple(int(x) for x in xs), tuple(int(t) for t in targets), prime)
     flat = ys.reshape(len(xs), -1)
     return (w @ flat % prime).reshape(len(targets), *ys.shape[1:])
