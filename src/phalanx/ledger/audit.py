@@ -52,7 +52,7 @@ class Finding:
     what: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.what}"
+        return " ".join(f"{self.where}: {self.what}".split())  # always one line
 
 
 class AuditStopped(Exception):

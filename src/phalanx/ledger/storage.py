@@ -126,6 +126,8 @@ class Store:
                 raise StorageError(f"{self.name}: the file already exists; open it, or pick a new path")
             if not create and not path.exists():
                 raise StorageError(f"{self.name}: no such ledger file")
+            if not create:
+                _check_sqlite_file(path, self.name)
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
         self.dialect = "sqlite" if is_file or str(location).startswith("sqlite") else "postgresql"
@@ -263,7 +265,24 @@ class Store:
             return None
         with self.errors("checking the file"), self.engine.connect() as conn:
             result = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check")]
-        return None if result == ["ok"] else "; ".join(result[:3])
+        return None if result == ["ok"] else "; ".join(" ".join(str(r).split()) for r in result[:3])
+
+
+def _check_sqlite_file(path: Path, name: str) -> None:
+    """A SQLite file starts with its magic string and is a whole number of pages long."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except OSError as e:
+        raise StorageError(f"{name}: cannot read the file ({e.strerror})") from None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise StorageError(f"{name}: the file is corrupted or not a ledger (no SQLite header)")
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    if page < 512 or page & (page - 1) or size % page:
+        raise StorageError(f"{name}: the file is truncated or corrupted ({size} bytes is not a whole number "
+                           f"of {page}-byte pages)")
 
 
 def _reason(e: BaseException) -> str:
