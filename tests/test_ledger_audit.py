@@ -3,6 +3,7 @@ backends), raw byte flips in the SQLite file, and the ``phalanx audit`` / ``rece
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 
@@ -87,6 +88,7 @@ def test_every_sampled_byte_flip_in_every_column_is_found(ledger_location):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PHALANX_SLOW_TESTS"), reason="set PHALANX_SLOW_TESTS=1 (.ci/run does)")
 def test_many_more_byte_flips(tmp_path):
     sample = ls.build(tmp_path / "ledger.db")
     sample.ledger.close()
