@@ -11,6 +11,7 @@ Without the binaries the PostgreSQL cases skip, unless ``PHALANX_REQUIRE_POSTGRE
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -43,6 +44,48 @@ def _unavailable(reason: str):
     pytest.skip(f"PostgreSQL tests skipped: {reason}")
 
 
+class Unavailable(Exception):
+    """PostgreSQL cannot be started here; the message says why."""
+
+
+@contextlib.contextmanager
+def throwaway_postgres():
+    """Start a PostgreSQL server in a temporary folder; yield its URL; stop it and delete it all."""
+    bindir = _binaries()
+    if bindir is None:
+        raise Unavailable("initdb and pg_ctl were not found")
+    as_postgres: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="phalanx-pg-"))
+    try:
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                raise Unavailable("running as root without runuser to switch to the postgres user")
+            try:
+                shutil.chown(base, "postgres", "postgres")
+            except (LookupError, PermissionError) as e:
+                raise Unavailable(f"cannot hand the data folder to the postgres user ({e})") from None
+            as_postgres = ["runuser", "-u", "postgres", "--"]
+        data, port = base / "data", _free_port()
+
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120)
+
+        init = run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        if init.returncode != 0:
+            raise Unavailable(f"initdb failed: {init.stderr.strip()[-300:]}")
+        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        start = run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
+        if start.returncode != 0:
+            log = (base / "log").read_text()[-300:] if (base / "log").exists() else ""
+            raise Unavailable(f"the server did not start: {start.stderr.strip()[-200:]} {log}")
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """The URL of a running PostgreSQL server (superuser, trust auth, loopback only)."""
@@ -50,39 +93,11 @@ def postgres_server():
     if url:
         yield url
         return
-    bindir = _binaries()
-    if bindir is None:
-        _unavailable("initdb and pg_ctl were not found")
-    as_postgres: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="phalanx-pg-"))
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            _unavailable("running as root without runuser to switch to the postgres user")
-        try:
-            shutil.chown(base, "postgres", "postgres")
-        except (LookupError, PermissionError) as e:
-            _unavailable(f"cannot hand the data folder to the postgres user ({e})")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", _free_port()
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120)
-
-    init = run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
-    if init.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        _unavailable(f"initdb failed: {init.stderr.strip()[-300:]}")
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-    start = run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
-    if start.returncode != 0:
-        log = (base / "log").read_text()[-300:] if (base / "log").exists() else ""
-        shutil.rmtree(base, ignore_errors=True)
-        _unavailable(f"the server did not start: {start.stderr.strip()[-200:]} {log}")
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except Unavailable as e:
+        _unavailable(str(e))
 
 
 @pytest.fixture

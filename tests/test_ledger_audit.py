@@ -171,3 +171,16 @@ def test_cli_audit_receipts_and_hostile_input(tmp_path):
     assert badkey.returncode == 2 and badkey.stderr.startswith("error: vkey no:")
     wrong = run_cli("audit", str(tmp_path / "ledger.db"), "--log-key", ls.log_signer(secret="other").vkey)
     assert wrong.returncode == 1 and "meta: the stored log key" in wrong.stderr
+
+
+def test_signatures_checked_in_worker_processes_report_the_first_failure(tmp_path):
+    sample = ls.build(tmp_path / "ledger.db")
+    sample.ledger.close()
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    data = conn.execute("SELECT data FROM entries WHERE idx = 9").fetchone()[0]
+    conn.execute("UPDATE entries SET data = ? WHERE idx = 9", (data[:-2] + bytes([data[-2] ^ 1]) + data[-1:],))
+    conn.commit()
+    conn.close()
+    for workers in (0, 2):
+        report = audit(tmp_path / "ledger.db", workers=workers)
+        assert str(report.findings[0]).startswith("entries row 9 data: signature: bad signature"), workers

@@ -70,9 +70,47 @@ def _check(value: Any, where: str, depth: int) -> None:
     raise EncodingError(f"{where}: {type(value).__name__} has no canonical encoding here")
 
 
+def _ok(value: Any, depth: int) -> bool:
+    """The fast yes/no form of :func:`_check` (no messages built); the common path."""
+    t = type(value)
+    if t is str or t is bytes or t is bool or value is None:
+        return depth <= MAX_DEPTH
+    if t is int:
+        return _INT_MIN <= value <= _INT_MAX and depth <= MAX_DEPTH
+    if t is float:
+        return math.isfinite(value) and depth <= MAX_DEPTH
+    if depth >= MAX_DEPTH:
+        return False
+    if t is dict:
+        for k, item in value.items():
+            if type(k) is not str or len(k) > MAX_KEY_BYTES or (not k.isascii() and len(k.encode()) > MAX_KEY_BYTES):
+                return False
+            if not _ok(item, depth + 1):
+                return False
+        return True
+    if t is list or t is tuple:
+        for item in value:
+            if not _ok(item, depth + 1):
+                return False
+        return True
+    return False
+
+
+def _validate(value: Any) -> None:
+    if not _ok(value, 0):
+        _check(value, "", 0)  # says where and why
+        raise EncodingError(f"value of type {type(value).__name__} has no canonical encoding here")
+
+
 def encode(value: Any) -> bytes:
     """The deterministic CBOR encoding of ``value`` (see the module docstring for what is allowed)."""
-    _check(value, "", 0)
+    _validate(value)
+    return cbor2.dumps(value, canonical=True)
+
+
+def encode_validated(value: Any) -> bytes:
+    """:func:`encode` without the type walk, for a value that already passed :func:`decode` or
+    comes from a model whose fields admit only encodable types (the ledger's entries)."""
     return cbor2.dumps(value, canonical=True)
 
 
@@ -93,7 +131,7 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE) -> Any:
         value = cbor2.loads(data, allow_indefinite=False, allow_duplicate_keys=False, max_depth=MAX_DEPTH + 2)
     except Exception as e:  # cbor2 raises several types on hostile input (decode, EOF, recursion)
         raise EncodingError(f"not valid CBOR: {e}") from None
-    _check(value, "", 0)
+    _validate(value)
     again = cbor2.dumps(value, canonical=True)
     if again != data:
         if data.startswith(again):

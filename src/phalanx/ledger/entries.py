@@ -35,7 +35,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from phalanx.core.encoding import EncodingError, decode, encode
+from phalanx.core.encoding import EncodingError, decode, encode, encode_validated
 from phalanx.core.keys import KeyFormatError, SignatureError, SigningKey, VerifyKey, node_id
 from phalanx.core.merkle import leaf_hash
 
@@ -290,8 +290,8 @@ class Rollback(Body):
 
 # ---------------------------------------------------------------------------- signed entries
 
-def _signed_message(origin: str, unsigned: dict[str, Any]) -> bytes:
-    return ENTRY_DOMAIN + origin.encode() + b"\n" + encode(unsigned)
+def _signed_message(origin: str, unsigned: bytes) -> bytes:
+    return ENTRY_DOMAIN + origin.encode() + b"\n" + unsigned
 
 
 def rotation_message(origin: str, old_key: bytes, new_key: bytes) -> bytes:
@@ -308,6 +308,7 @@ class Entry:
     seq: int
     signature: bytes
     encoding: bytes = field(repr=False)
+    unsigned: bytes = field(repr=False, compare=False, default=b"")  # encode({v, type, key, seq, body})
 
     @property
     def type(self) -> str:
@@ -321,12 +322,10 @@ class Entry:
     def leaf_hash(self) -> bytes:
         return leaf_hash(self.encoding)
 
-    def unsigned(self) -> dict[str, Any]:
-        return {"v": ENTRY_VERSION, "type": self.type, "key": self.key, "seq": self.seq,
-                "body": self.body.model_dump()}
-
     def signed_message(self, origin: str) -> bytes:
-        return _signed_message(origin, self.unsigned())
+        unsigned = self.unsigned or encode({"v": ENTRY_VERSION, "type": self.type, "key": self.key,
+                                            "seq": self.seq, "body": self.body.model_dump()})
+        return _signed_message(origin, unsigned)
 
     def verify(self, origin: str) -> None:
         """Check the submitter's signature (for the log named ``origin``); raise :class:`EntryError`."""
@@ -349,11 +348,11 @@ def sign_entry(body: Body, key: SigningKey, seq: int, origin: str) -> Entry:
         raise EntryError(f"not an entry body: {type(body).__name__}")
     if not 0 <= seq < 1 << 63:
         raise EntryError(f"seq {seq} is not in [0, 2**63)")
-    unsigned = {"v": ENTRY_VERSION, "type": body.TYPE, "key": key.public.raw, "seq": seq,
-                "body": body.model_dump()}
+    fields = {"v": ENTRY_VERSION, "type": body.TYPE, "key": key.public.raw, "seq": seq, "body": body.model_dump()}
+    unsigned = encode(fields)
     signature = key.sign(_signed_message(origin, unsigned))
-    encoding = encode({**unsigned, "sig": signature})
-    return Entry(body=body, key=key.public.raw, seq=seq, signature=signature, encoding=encoding)
+    encoding = encode({**fields, "sig": signature})
+    return Entry(body=body, key=key.public.raw, seq=seq, signature=signature, encoding=encoding, unsigned=unsigned)
 
 
 def rotate_key(old: SigningKey, new: SigningKey, seq: int, origin: str) -> Entry:
@@ -392,6 +391,7 @@ def decode_entry(data: bytes) -> Entry:
 
     The signature is *not* checked here (it needs the log's origin): call :meth:`Entry.verify`.
     """
+    data = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
         value = decode(data, max_size=MAX_ENTRY_SIZE)
     except EncodingError as e:
@@ -416,9 +416,11 @@ def decode_entry(data: bytes) -> Entry:
     if not isinstance(body, dict):
         raise EntryError(f"body: expected a map, got {type(body).__name__}")
     model = make_body(value["type"], body)
-    if encode(model.model_dump()) != encode(body):
-        changed = next((k for k, v in model.model_dump().items() if k not in body or encode(v) != encode(body[k])), "?")
+    dumped = model.model_dump()
+    if encode_validated({**value, "body": dumped}) != data:  # exact: no default omitted, no value coerced
+        changed = next((k for k, v in dumped.items() if k not in body or encode(v) != encode(body[k])), "?")
         raise EntryError(f"{value['type']}: body.{changed}: not in canonical form (a default omitted "
                          "or a value of the wrong type)")
-    return Entry(body=model, key=key, seq=seq, signature=sig, encoding=bytes(data))
+    del value["sig"]
+    return Entry(body=model, key=key, seq=seq, signature=sig, encoding=data, unsigned=encode_validated(value))
 

@@ -28,6 +28,23 @@ from phalanx.core.merkle import proofs as _proofs
 _NODE = b"\x01"
 
 
+_NODE_PREFIX = sha256(_NODE)
+
+
+def _hash_pairs(level: bytearray, start: int, stop: int) -> list[bytes]:
+    """Parents of pairs ``start..stop-1`` of a level: SHA-256(0x01 || left || right) each, from a
+    copy of a hasher that has already taken the 0x01 (measured fastest in CPython 3.11)."""
+    copy = _NODE_PREFIX.copy
+    out = []
+    append = out.append
+    with memoryview(level) as view:
+        for i in range(start * 2 * HASH_SIZE, stop * 2 * HASH_SIZE, 2 * HASH_SIZE):
+            h = copy()
+            h.update(view[i:i + 2 * HASH_SIZE])
+            append(h.digest())
+    return out
+
+
 class MerkleTree:
     """An RFC 9162 tree that grows by appending leaves and answers for every past size.
 
@@ -52,19 +69,22 @@ class MerkleTree:
 
     def append(self, data: bytes) -> int:
         """Append one entry (hashed as a leaf); returns its index."""
-        return self.append_leaf_hashes(leaf_hashes([data]))
+        return self._append(leaf_hashes([data]))
 
     def extend(self, entries: Iterable[bytes]) -> int:
         """Append entries in order; returns the index of the first (the old size)."""
-        return self.append_leaf_hashes(leaf_hashes(entries))
+        return self._append(leaf_hashes(entries))
 
     def append_leaf_hashes(self, hashes: Iterable[bytes]) -> int:
         """Append already-computed leaf hashes (each 32 bytes); returns the first new index."""
-        first = self.size
         hashes = hashes if isinstance(hashes, list) else list(hashes)
-        for i, h in enumerate(hashes):
-            if len(h) != HASH_SIZE:
-                raise ValueError(f"leaf hash {i} of the batch has {len(h)} bytes, not {HASH_SIZE}")
+        if hashes and set(map(len, hashes)) != {HASH_SIZE}:
+            i, h = next((i, h) for i, h in enumerate(hashes) if len(h) != HASH_SIZE)
+            raise ValueError(f"leaf hash {i} of the batch has {len(h)} bytes, not {HASH_SIZE}")
+        return self._append(hashes)
+
+    def _append(self, hashes: list[bytes]) -> int:
+        first = self.size
         self._levels[0] += b"".join(hashes)
         self._complete_parents()
         return first
@@ -82,11 +102,7 @@ class MerkleTree:
             above = self._levels[level + 1]
             done = len(above) // HASH_SIZE
             if done < pairs:
-                view = memoryview(below)
-                step = 2 * HASH_SIZE
-                above += b"".join([sha256(_NODE + view[i:i + step]).digest()
-                                   for i in range(done * step, pairs * step, step)])
-                view.release()
+                above += b"".join(_hash_pairs(below, done, pairs))
             level += 1
 
     # ------------------------------------------------------------------ lookups
