@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import ledger_sample as ls
 from conftest import run_cli
 from phalanx.ledger.audit import audit
-from phalanx.ledger.entries import DatasetCommitment
+from phalanx.ledger.entries import DatasetCommitment, decode_entry
 from phalanx.ledger.storage import TABLES, engine_url
 
 
@@ -178,7 +178,8 @@ def test_signatures_checked_in_worker_processes_report_the_first_failure(tmp_pat
     sample.ledger.close()
     conn = sqlite3.connect(tmp_path / "ledger.db")
     data = conn.execute("SELECT data FROM entries WHERE idx = 9").fetchone()[0]
-    conn.execute("UPDATE entries SET data = ? WHERE idx = 9", (data[:-2] + bytes([data[-2] ^ 1]) + data[-1:],))
+    at = data.index(decode_entry(data).signature) + 10  # a byte inside the signature
+    conn.execute("UPDATE entries SET data = ? WHERE idx = 9", (data[:at] + bytes([data[at] ^ 1]) + data[at + 1:],))
     conn.commit()
     conn.close()
     for workers in (0, 2):
