@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 import ledger_sample as ls
 from conftest import run_cli
+from phalanx.core.merkle import leaf_hash
 from phalanx.ledger.audit import audit
 from phalanx.ledger.entries import DatasetCommitment, decode_entry
 from phalanx.ledger.storage import TABLES, engine_url
@@ -179,7 +180,8 @@ def test_signatures_checked_in_worker_processes_report_the_first_failure(tmp_pat
     conn = sqlite3.connect(tmp_path / "ledger.db")
     data = conn.execute("SELECT data FROM entries WHERE idx = 9").fetchone()[0]
     at = data.index(decode_entry(data).signature) + 10  # a byte inside the signature
-    conn.execute("UPDATE entries SET data = ? WHERE idx = 9", (data[:at] + bytes([data[at] ^ 1]) + data[at + 1:],))
+    forged = data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
+    conn.execute("UPDATE entries SET data = ?, leaf = ? WHERE idx = 9", (forged, leaf_hash(forged)))  # a careful forger
     conn.commit()
     conn.close()
     for workers in (0, 2):
