@@ -134,3 +134,20 @@ def test_hiding_commitment_binds_and_hides():
     assert count_commitment(salt, 600) == hiding_commitment(salt, (600).to_bytes(8, "big"))
     with pytest.raises(CommitmentError, match="32 bytes"):
         hiding_commitment(b"short", b"x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text(max_size=30) | st.binary(max_size=8)
+    | st.sampled_from([set(), 1j]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=26) | st.integers(), inner, max_size=3),
+    max_leaves=40))
+def test_the_fast_check_agrees_with_the_one_that_explains(value):
+    from phalanx.core.encoding import _check, _ok
+
+    try:
+        _check(value, "", 0)
+        explained = True
+    except EncodingError:
+        explained = False
+    assert _ok(value) == explained

@@ -201,6 +201,7 @@ def test_byzantine_quorum_is_2f_plus_1_of_3f_plus_1():
     ("", "no quorum line"),
     ("quorum none\nquorum none\n", "a second quorum line"),
     ("frobnicate x\nquorum none\n", "cannot read 'frobnicate'"),
+    ("\x85\nquorum none\n", "cannot read"),  # found by the fuzzer: U+0085 is not a separator here
 ])
 def test_malformed_policies_name_the_line(text, what):
     with pytest.raises(PolicyError, match=what):

@@ -70,30 +70,39 @@ def _check(value: Any, where: str, depth: int) -> None:
     raise EncodingError(f"{where}: {type(value).__name__} has no canonical encoding here")
 
 
-def _ok(value: Any, depth: int) -> bool:
-    """The fast yes/no form of :func:`_check` (no messages built); the common path."""
-    t = type(value)
+def _scalar_ok(value: Any, t: type) -> bool | None:
+    """True/False for a scalar, None for anything else."""
     if t is str or t is bytes or t is bool or value is None:
-        return depth <= MAX_DEPTH
+        return True
     if t is int:
-        return _INT_MIN <= value <= _INT_MAX and depth <= MAX_DEPTH
+        return _INT_MIN <= value <= _INT_MAX
     if t is float:
-        return math.isfinite(value) and depth <= MAX_DEPTH
-    if depth >= MAX_DEPTH:
-        return False
+        return math.isfinite(value)
+    return None
+
+
+def _ok(value: Any, depth: int = 0) -> bool:
+    """The fast yes/no form of :func:`_check` (no messages built); the common path. Recurses
+    only into containers; scalars are checked in the loop."""
+    t = type(value)
     if t is dict:
-        for k, item in value.items():
+        for k in value:
             if type(k) is not str or len(k) > MAX_KEY_BYTES or (not k.isascii() and len(k.encode()) > MAX_KEY_BYTES):
                 return False
-            if not _ok(item, depth + 1):
-                return False
-        return True
-    if t is list or t is tuple:
-        for item in value:
-            if not _ok(item, depth + 1):
-                return False
-        return True
-    return False
+        items = value.values()
+    elif t is list or t is tuple:
+        items = value
+    else:
+        return bool(_scalar_ok(value, t)) and depth <= MAX_DEPTH
+    if depth >= MAX_DEPTH:
+        return not items
+    for item in items:
+        ok = _scalar_ok(item, type(item))
+        if ok is None:
+            ok = _ok(item, depth + 1)
+        if not ok:
+            return False
+    return True
 
 
 def _validate(value: Any) -> None:

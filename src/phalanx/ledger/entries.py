@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from phalanx.core.encoding import EncodingError, decode, encode, encode_validated
 from phalanx.core.keys import KeyFormatError, SignatureError, SigningKey, VerifyKey, node_id
@@ -66,9 +66,18 @@ Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.
 Text = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_no_control)]
 Note = Annotated[str, Field(max_length=4096), AfterValidator(_no_control)]
 ParamKey = Annotated[str, Field(min_length=1, max_length=23, pattern=r"^[A-Za-z0-9_.-]+$")]
+def _exact_float(value: Any) -> Any:
+    if type(value) is int:  # strict pydantic would turn 1 into 1.0: two encodings for one value
+        raise ValueError("expected a float (write 1.0, not 1)")
+    return value
+
+
+#: A float that must arrive as a float, so that decoding never coerces.
+Float = Annotated[float, BeforeValidator(_exact_float)]
 Scalar = Union[bool, int, float, str, None]
 Params = Annotated[dict[ParamKey, Scalar], Field(max_length=64)]
-NonNegative = Annotated[float, Field(ge=0)]
+NonNegative = Annotated[Float, Field(ge=0)]
+Probability = Annotated[Float, Field(ge=0, le=1)]
 Refs = Annotated[list[Index], Field(max_length=4096)]
 
 
@@ -204,7 +213,7 @@ class Reputation(Body):
 
     node: Hash
     round: Round
-    score: float
+    score: Float
     reason: Note = ""
     evidence: Refs = []
 
@@ -218,9 +227,9 @@ class PrivacyBudget(Body):
     mechanism: Name
     accountant: Name
     epsilon: NonNegative
-    delta: Annotated[float, Field(ge=0, le=1)]
+    delta: Probability
     total_epsilon: NonNegative
-    total_delta: Annotated[float, Field(ge=0, le=1)]
+    total_delta: Probability
 
 
 @entry_type("governance_proposal")
@@ -384,6 +393,19 @@ def make_body(type_name: str, fields: dict[str, Any]) -> Body:
 
 
 _HEADER = {"v", "type", "key", "seq", "body", "sig"}
+#: In the canonical map the keys come in the order v, key, seq, sig, body, type (shorter first,
+#: then bytewise); the "sig" pair is 0x63 "sig" 0x58 0x40 and 64 bytes.
+_SIG_PAIR = b"\x63sig\x58\x40"
+
+
+def _unsigned_part(data: bytes, seq: int) -> bytes:
+    """The encoding of the entry without its signature, cut from the canonical bytes: a 5-entry
+    map header, then everything but the "sig" pair (which sits right after v, key and seq)."""
+    start = 1 + 3 + (4 + 2 + 32) + 4 + len(encode_validated(seq))
+    end = start + len(_SIG_PAIR) + 64
+    if data[:1] != b"\xa6" or data[start:start + len(_SIG_PAIR)] != _SIG_PAIR:
+        raise EntryError("entry: the signature is not where the canonical layout puts it")
+    return b"\xa5" + data[1:start] + data[end:]
 
 
 def decode_entry(data: bytes) -> Entry:
@@ -417,10 +439,10 @@ def decode_entry(data: bytes) -> Entry:
         raise EntryError(f"body: expected a map, got {type(body).__name__}")
     model = make_body(value["type"], body)
     dumped = model.model_dump()
-    if encode_validated({**value, "body": dumped}) != data:  # exact: no default omitted, no value coerced
-        changed = next((k for k, v in dumped.items() if k not in body or encode(v) != encode(body[k])), "?")
-        raise EntryError(f"{value['type']}: body.{changed}: not in canonical form (a default omitted "
-                         "or a value of the wrong type)")
-    del value["sig"]
-    return Entry(body=model, key=key, seq=seq, signature=sig, encoding=data, unsigned=encode_validated(value))
+    # exact: the model took every field as given (floats arrive as floats, see Float), so the only
+    # difference left to find is a default the encoding omitted
+    if dumped != body:
+        changed = next((k for k, v in dumped.items() if k not in body or v != body[k]), "?")
+        raise EntryError(f"{value['type']}: body.{changed}: not in canonical form (a default omitted)")
+    return Entry(body=model, key=key, seq=seq, signature=sig, encoding=data, unsigned=_unsigned_part(data, seq))
 

@@ -95,7 +95,7 @@ class Policy:
                 continue
             if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in line):
                 raise PolicyError(f"policy line {n}: control character")
-            words = line.replace("\t", " ").split()
+            words = [w for w in line.replace("\t", " ").split(" ") if w]  # only ASCII space and tab separate
             try:
                 if words[0] == "log" and len(words) in (2, 3):
                     logs.append(parse_vkey(words[1]))

@@ -25,6 +25,7 @@ from hashlib import sha256
 from phalanx.core.merkle.hashing import EMPTY_ROOT, HASH_SIZE, leaf_hashes, node_hash
 from phalanx.core.merkle import proofs as _proofs
 
+_LEAF = b"\x00"
 _NODE = b"\x01"
 
 
@@ -68,8 +69,24 @@ class MerkleTree:
         return self.size
 
     def append(self, data: bytes) -> int:
-        """Append one entry (hashed as a leaf); returns its index."""
-        return self._append(leaf_hashes([data]))
+        """Append one entry (hashed as a leaf); returns its index.
+
+        The leaf at an odd index completes a pair: its parent is hashed from the level's last 64
+        bytes, and so on up while the index (shifted) stays odd.
+        """
+        levels = self._levels
+        first = index = len(levels[0]) // HASH_SIZE
+        levels[0] += sha256(_LEAF + data).digest()
+        level = 0
+        while index & 1:
+            parent = _NODE_PREFIX.copy()
+            parent.update(levels[level][-2 * HASH_SIZE:])
+            level += 1
+            if level == len(levels):
+                levels.append(bytearray())
+            levels[level] += parent.digest()
+            index >>= 1
+        return first
 
     def extend(self, entries: Iterable[bytes]) -> int:
         """Append entries in order; returns the index of the first (the old size)."""
