@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -200,6 +201,11 @@ class Workload:
         return sign_entry(body, key, seq, self.ledger.origin)
 
 
+def _cpu_seconds() -> float:
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def bench_ledger(location: str, milestones: list[int], audit_at: int | None) -> list[dict]:
     log = Signer("phalanx.bench/ledger", SigningKey.derive("bench-log"))
     witnesses = [Witness(Signer(f"w{i}.bench", SigningKey.derive("bench-w", i), SIG_COSIGNATURE), [log.vkey])
@@ -241,9 +247,11 @@ def bench_ledger(location: str, milestones: list[int], audit_at: int | None) -> 
                "checkpoint_ms": checkpoint_s * 1e3, "reopen_s": reopen_s}
         if audit_at is not None and target == audit_at:
             ledger.close()
+            cpu = _cpu_seconds()
             report = audit(location, policy=policy)
             assert report.ok, report.summary()
             row["audit_s"] = report.seconds
+            row["audit_cpu_s"] = _cpu_seconds() - cpu  # this process and its worker processes
             row["audit_entries"] = report.entries
             ledger = Ledger.open(location, signer=log)
             work.ledger = ledger
@@ -273,7 +281,7 @@ def table(results: dict) -> str:
               "checkpoint (4 witnesses) | reopen | audit |", "|---|---|---|---|---|---|---|"]
     for backend, rows in results["ledger"].items():
         for r in rows:
-            audit_s = f"{r['audit_s']:.1f} s" if "audit_s" in r else "-"
+            audit_s = f"{r['audit_s']:.1f} s ({r['audit_cpu_s']:.1f} s CPU)" if "audit_s" in r else "-"
             lines.append(f"| {backend} | {r['entries']:,} | {r['append_per_s_signed_here']:,.0f} | "
                          f"{r['append_per_s_verified']:,.0f} | {r['checkpoint_ms']:.1f} ms | {r['reopen_s']:.2f} s | "
                          f"{audit_s} |")
@@ -288,7 +296,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [s for s in (10_000, 100_000, 1_000_000) if s <= args.max]
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "platform": platform.platform()}}
+                                 "platform": platform.platform(), "load_average_at_start": os.getloadavg()}}
     print("tree ...", flush=True)
     results["tree"] = bench_tree(max(sizes), 100_000)
     print(" ", results["tree"], flush=True)
@@ -313,6 +321,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1))
     print()
     print(table(results))

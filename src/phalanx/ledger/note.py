@@ -226,23 +226,30 @@ class Verifier:
             raise NoteVerificationError(f"signature by known key {self.name} does not verify ({e})") from None
 
 
-def parse_vkey(vkey: str) -> Verifier:
-    """``<name>+<hex key ID>+<base64(type || key)>`` -> :class:`Verifier`; the ID must match."""
-    parts = vkey.strip().split("+", 2)
+def _key_parts(text: str, what: str) -> tuple[str, str, int, bytes]:
+    """``<name>+<hex key ID>+<base64(type || 32 bytes)>``, split on '+' at most twice (base64 holds
+    '+'): the shape of a vkey, and of a private key after its ``PRIVATE+KEY+``."""
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
-        raise NoteError(f"vkey {vkey[:60]!r}: expected <name>+<key ID>+<key>")
+        raise NoteError(f"{what} {text[:60]!r}: expected <name>+<key ID>+<key>")
     name, hex_id, b64 = parts
     try:
         check_key_name(name)
     except NoteError as e:
-        raise NoteError(f"vkey: {e}") from None
+        raise NoteError(f"{what}: {e}") from None
     if len(hex_id) != 8 or hex_id != hex_id.lower() or any(c not in "0123456789abcdef" for c in hex_id):
-        raise NoteError(f"vkey {name}: key ID {hex_id!r} is not 8 lowercase hex digits")
-    raw = b64decode(b64, f"vkey {name}")
+        raise NoteError(f"{what} {name}: key ID {hex_id!r} is not 8 lowercase hex digits")
+    raw = b64decode(b64, f"{what} {name}")
     if len(raw) != 33:
-        raise NoteError(f"vkey {name}: expected a type byte and a 32-byte Ed25519 key, got {len(raw)} bytes")
+        raise NoteError(f"{what} {name}: expected a type byte and 32 bytes of key, got {len(raw)} bytes")
+    return name, hex_id, raw[0], raw[1:]
+
+
+def parse_vkey(vkey: str) -> Verifier:
+    """``<name>+<hex key ID>+<base64(type || key)>`` -> :class:`Verifier`; the ID must match."""
+    name, hex_id, sig_type, key = _key_parts(vkey, "vkey")
     try:
-        verifier = Verifier(name, raw[0], raw[1:])
+        verifier = Verifier(name, sig_type, key)
     except KeyFormatError as e:
         raise NoteError(f"vkey {name}: {e}") from None
     if verifier.key_id.hex() != hex_id:
@@ -290,17 +297,29 @@ class Signer:
 
 def parse_private_key(text: str) -> Signer:
     """The inverse of :meth:`Signer.private_key`."""
-    parts = text.strip().split("+", 4)
-    if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+    if not text.strip().startswith("PRIVATE+KEY+"):
         raise NoteError("private key: expected PRIVATE+KEY+<name>+<key ID>+<key>")
-    name, hex_id, b64 = parts[2:]
-    raw = b64decode(b64, f"private key {name}")
-    if len(raw) != 33:
-        raise NoteError(f"private key {name}: expected a type byte and a 32-byte seed")
-    signer = Signer(name, SigningKey(raw[1:]), raw[0])
+    name, hex_id, sig_type, seed = _key_parts(text.strip()[len("PRIVATE+KEY+"):], "private key")
+    signer = Signer(name, SigningKey(seed), sig_type)
     if signer.verifier.key_id.hex() != hex_id:
         raise NoteError(f"private key {name}: key ID {hex_id} does not match the key")
     return signer
+
+
+def split_before_note(data: bytes | str, what: str) -> tuple[list[str], str]:
+    """The C2SP shape of a tlog-proof or a witness request: lines, a blank line, then a note.
+
+    Returns the lines before the blank line and the note's text (still to be parsed).
+    """
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise NoteError(f"{what} is not valid UTF-8") from None
+    head, sep, note = data.partition("\n\n")
+    if not sep:
+        raise NoteError(f"{what} has no blank line before the checkpoint")
+    return head.split("\n"), note
 
 
 # ---------------------------------------------------------------------------- verifying

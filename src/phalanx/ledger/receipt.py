@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from phalanx.core.merkle import ProofError, leaf_hash, verify_inclusion
 from phalanx.ledger.checkpoint import Checkpoint
 from phalanx.ledger.entries import Entry, EntryError, decode_entry
-from phalanx.ledger.note import NoteError, b64decode, b64encode, parse_note
+from phalanx.ledger.note import NoteError, b64decode, b64encode, parse_note, split_before_note
 from phalanx.ledger.policy import Policy, PolicyError
 
 HEADER = "c2sp.org/tlog-proof@v1"
@@ -54,17 +54,12 @@ class Receipt:
     @classmethod
     def parse(cls, text: str | bytes) -> Receipt:
         """Read a tlog-proof strictly; raises :class:`ReceiptError` naming the line."""
-        if isinstance(text, (bytes, bytearray)):
-            if len(text) > MAX_RECEIPT_SIZE:
-                raise ReceiptError(f"receipt of {len(text)} bytes is larger than {MAX_RECEIPT_SIZE}")
-            try:
-                text = bytes(text).decode("utf-8")
-            except UnicodeDecodeError:
-                raise ReceiptError("receipt is not valid UTF-8") from None
-        head, sep, note = text.partition("\n\n")
-        if not sep:
-            raise ReceiptError("receipt has no blank line before the checkpoint")
-        lines = head.split("\n")
+        if len(text) > MAX_RECEIPT_SIZE:
+            raise ReceiptError(f"receipt of {len(text)} bytes is larger than {MAX_RECEIPT_SIZE}")
+        try:
+            lines, note = split_before_note(text, "receipt")
+        except NoteError as e:
+            raise ReceiptError(str(e)) from None
         if lines[0] != HEADER:
             raise ReceiptError(f"receipt does not start with {HEADER}")
         pos, extra = 1, None

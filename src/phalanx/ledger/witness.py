@@ -48,6 +48,7 @@ from phalanx.ledger.note import (
     b64encode,
     parse_note,
     parse_vkey,
+    split_before_note,
 )
 
 #: tlog-witness: a client sends at most 63 consistency proof lines.
@@ -250,13 +251,9 @@ def _fork_evidence(record: Cosigned, new: Checkpoint, proof: list[bytes], note: 
 def parse_add_checkpoint(body: bytes) -> tuple[int, list[bytes], bytes]:
     """Split a tlog-witness add-checkpoint request into (old size, proof, checkpoint note)."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("request is not UTF-8") from None
-    head, sep, note = text.partition("\n\n")
-    if not sep:
-        raise BadRequest("request has no blank line before the checkpoint")
-    lines = head.split("\n")
+        lines, note = split_before_note(body, "request")
+    except NoteError as e:
+        raise BadRequest(str(e)) from None
     if not lines[0].startswith("old "):
         raise BadRequest("request does not start with an 'old <size>' line")
     size = lines[0][4:]
