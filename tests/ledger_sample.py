@@ -19,7 +19,7 @@ from phalanx.ledger.entries import (
     KeyRevocation,
     NodeRegistration,
     PrivacyBudget,
-    Quarantine,
+    Quarantine,  # noqa: F401  (re-exported for the tests)
     Rejection,
     Reputation,
     Rollback,

@@ -187,3 +187,26 @@ def test_signatures_checked_in_worker_processes_report_the_first_failure(tmp_pat
     for workers in (0, 2):
         report = audit(tmp_path / "ledger.db", workers=workers)
         assert str(report.findings[0]).startswith("entries row 9 data: signature: bad signature"), workers
+
+
+def test_the_engine_adds_its_own_checks_to_the_audit(tmp_path):
+    """The seam for phalanx.engine: per-entry checks that see the entry and the structural state
+    (here: no update commitment from a node after its quarantine entry)."""
+    sample = ls.build(tmp_path / "ledger.db", everything=False, rounds=1)
+    ledger, keys = sample.ledger, sample.nodes
+    ledger.submit(ls.Quarantine(node=keys[2].node_id, round=1, action="quarantine", reason="NaN"), keys[0])
+    ls.round_entries(ledger, keys, 1, sample.salt)
+    ledger.checkpoint(sample.witnesses)
+    ledger.close()
+    quarantined: set[bytes] = set()
+
+    def not_quarantined(index, entry, state):
+        if entry.type == "quarantine":
+            quarantined.add(entry.body.node)
+        elif entry.type == "update_commitment" and state.node_of(entry.key) in quarantined:
+            return f"update from quarantined node {state.node_of(entry.key).hex()[:16]}..."
+        return None
+
+    assert audit(tmp_path / "ledger.db").ok  # structurally sound
+    report = audit(tmp_path / "ledger.db", checks=[not_quarantined])
+    assert str(report.findings[0]).startswith("entries row 16: not_quarantined: update from quarantined node")

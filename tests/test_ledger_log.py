@@ -210,3 +210,19 @@ def test_kill_9_mid_append_loses_nothing_acknowledged(ledger_location, kill_afte
         assert ledger.size % 4 == 0  # and no half batch was stored
     report = audit(ledger_location)
     assert report.ok, report.summary()
+
+
+def test_blobs_are_content_addressed_kept_or_dropped(tmp_path):
+    from phalanx.ledger.blobs import BlobError, BlobStore
+
+    kept = BlobStore(tmp_path / "blobs")
+    digest = kept.put(b"model weights")
+    assert digest == hashlib.sha256(b"model weights").digest() and kept.get(digest) == b"model weights"
+    assert kept.put(b"model weights") == digest and kept.verify() == 1
+    kept.path(digest).write_bytes(b"model weightz")
+    with pytest.raises(BlobError, match="no longer hash to its name"):
+        kept.get(digest)
+    dropped = BlobStore(tmp_path / "dropped", keep=False)
+    assert dropped.put(b"update") == hashlib.sha256(b"update").digest()
+    with pytest.raises(BlobError, match="not stored"):
+        dropped.get(hashlib.sha256(b"update").digest())
