@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from phalanx.train import Shards
+from pg_server import ledger_location, pg_url, postgres_server  # noqa: F401  (the ledger's storage fixtures)
 
 # The tests run tiny tensors on a small shared CPU, where intra-op threads cost far more than they
 # give (a 16x64 linear layer: 8 ms with 2 threads under load, 0.01 ms with 1). One thread, here

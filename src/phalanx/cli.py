@@ -5,8 +5,15 @@
                                                                   attack x defense grid, cached
     phalanx plugins                                               list registered plug-ins
     phalanx schema                                                the scenario reference (Markdown)
+    phalanx audit LEDGER [--log-key VKEY | --policy FILE] [--all] verify a ledger, every byte
+    phalanx receipt export LEDGER INDEX [--out FILE]              an offline inclusion proof
+    phalanx receipt verify FILE (--policy FILE | --log-key VKEY [--witness VKEY ...]) [--entry FILE]
+    phalanx ledger keygen NAME [--cosigner] [--out FILE]          a log or witness key pair
+    phalanx ledger info LEDGER                                    origin, key, size, checkpoints
 
-A bad scenario file prints one line naming the field and the problem, and exits with code 2.
+A bad scenario file prints one line naming the field and the problem, and exits with code 2. A
+ledger that fails its audit, or a receipt that does not verify, prints one line naming the first
+failure and exits with code 1; unusable input (a bad key, a missing file) exits with code 2.
 """
 
 from __future__ import annotations
@@ -129,6 +136,178 @@ def schema() -> None:
     from phalanx.range.reference import scenario_reference
 
     typer.echo(scenario_reference())
+
+
+# ---------------------------------------------------------------------------- the ledger
+
+receipt_app = typer.Typer(help="Offline receipts: C2SP tlog-proof inclusion proofs.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Ledger keys and summaries.", no_args_is_help=True)
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(ledger_app, name="ledger")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(message, markup=False)
+    return typer.Exit(code)
+
+
+def _trust(policy_file: Optional[Path], log_key: Optional[str], witnesses: list[str], quorum: Optional[int]):
+    """The trusted keys, from a C2SP tlog-policy file or from vkeys on the command line."""
+    from phalanx.ledger.note import NoteError, parse_vkey
+    from phalanx.ledger.policy import Group, Policy, PolicyError
+
+    try:
+        if policy_file is not None:
+            return Policy.parse(policy_file.read_text())
+        if log_key is None:
+            return None
+        logs = [parse_vkey(log_key)]
+        if quorum is None:
+            return Policy.byzantine(logs, witnesses)
+        ws = {v.name: v for v in map(parse_vkey, witnesses)}
+        if not 0 <= quorum <= len(ws):
+            raise PolicyError(f"--quorum {quorum} is not in 0..{len(ws)} (the witnesses given)")
+        if quorum == 0:
+            return Policy(logs, ws)
+        return Policy(logs, ws, {"witnesses": Group("witnesses", quorum, tuple(ws))}, "witnesses")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _fail(f"error: {policy_file}: {e}", 2) from None
+    except (NoteError, PolicyError) as e:
+        raise _fail(f"error: {e}", 2) from None
+
+
+LogKeyOption = Annotated[Optional[str], typer.Option(
+    "--log-key", help="The log's vkey (name+id+key) to expect; pins the trust the audit starts from.")]
+PolicyOption = Annotated[Optional[Path], typer.Option(
+    "--policy", help="A C2SP tlog-policy file: the trusted log, witnesses and quorum.")]
+WitnessOption = Annotated[Optional[list[str]], typer.Option(
+    "--witness", help="A witness's cosignature vkey (repeatable); with --log-key.")]
+QuorumOption = Annotated[Optional[int], typer.Option(
+    "--quorum", help="Cosignatures needed from the --witness keys (default: 2f+1 of 3f+1).")]
+
+
+@app.command()
+def audit(
+    ledger: Annotated[str, typer.Argument(help="The ledger: a SQLite file or a postgresql:// URL.")],
+    log_key: LogKeyOption = None,
+    policy: PolicyOption = None,
+    witness: WitnessOption = None,
+    quorum: QuorumOption = None,
+    all_: Annotated[bool, typer.Option("--all", help="List every failure, not only the first.")] = False,
+) -> None:
+    """Verify every signature, hash, proof and rule of a ledger; exit 1 with the first failure."""
+    from phalanx.ledger.audit import audit as run_audit
+
+    trust = _trust(policy, log_key, witness or [], quorum)
+    try:
+        report = run_audit(ledger, policy=trust, stop_at_first=not all_)
+    except Exception as e:  # never a traceback: the audit reports what it found, this is a bug
+        raise _fail(f"error: internal error while auditing (please report): {type(e).__name__}: {e}", 3) from None
+    if all_:
+        for finding in report.findings[1:]:
+            err.print(f"  also: {finding}", markup=False)
+    if not report.ok:
+        raise _fail(report.summary(), 1)
+    typer.echo(report.summary())
+
+
+@receipt_app.command("export")
+def receipt_export(
+    ledger: Annotated[str, typer.Argument(help="The ledger: a SQLite file or a postgresql:// URL.")],
+    index: Annotated[int, typer.Argument(min=0, help="The entry's index in the log.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the receipt here (default: stdout).")] = None,
+    checkpoint: Annotated[Optional[int], typer.Option(
+        min=0, help="Prove against this stored checkpoint (default: the latest that covers the entry).")] = None,
+) -> None:
+    """Write an offline receipt (c2sp.org/tlog-proof@v1) proving that an entry is in the log."""
+    from phalanx.ledger.log import Ledger
+    from phalanx.ledger.storage import StorageError
+
+    try:
+        with Ledger.open(ledger, readonly=True) as opened:
+            text = opened.receipt(index, checkpoint=checkpoint).format()
+    except (StorageError, IndexError, ValueError) as e:
+        raise _fail(f"error: {e}", 2) from None
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        err.print(f"receipt for entry {index}: {out}", markup=False)
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    receipt: Annotated[Path, typer.Argument(help="A receipt file (c2sp.org/tlog-proof@v1).")],
+    log_key: LogKeyOption = None,
+    policy: PolicyOption = None,
+    witness: WitnessOption = None,
+    quorum: QuorumOption = None,
+    entry: Annotated[Optional[Path], typer.Option(
+        help="The entry's encoding, when the receipt does not carry it (or to check it is that one).")] = None,
+) -> None:
+    """Check a receipt offline: the log's signature, the witnesses' quorum, the inclusion proof."""
+    from phalanx.ledger.receipt import ReceiptError, verify_receipt
+
+    trust = _trust(policy, log_key, witness or [], quorum)
+    if trust is None:
+        raise _fail("error: say whom to trust: --policy FILE, or --log-key VKEY (with --witness VKEY ...)", 2)
+    try:
+        text = receipt.read_bytes()
+        data = entry.read_bytes() if entry is not None else None
+    except OSError as e:
+        raise _fail(f"error: {e}", 2) from None
+    try:
+        result = verify_receipt(text, trust, entry=data)
+    except ReceiptError as e:
+        raise _fail(f"receipt does not verify: {e}", 1) from None
+    typer.echo(f"ok: {result.entry.type} from node "
+               f"{result.entry.node_id.hex()[:16]}... is in {result.checkpoint.origin} at size "
+               f"{result.checkpoint.size}, cosigned by {', '.join(result.cosigners) or 'no witness'}")
+
+
+@ledger_app.command("keygen")
+def ledger_keygen(
+    name: Annotated[str, typer.Argument(help="The key's name: a log's origin, or a witness's name.")],
+    cosigner: Annotated[bool, typer.Option(help="A witness key (cosignature/v1) instead of a log key.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Write the private key here (mode 600).")] = None,
+) -> None:
+    """Make an Ed25519 key pair; print the vkey (public) and write or print the private key."""
+    import os
+
+    from phalanx.core.keys import SigningKey
+    from phalanx.ledger.note import SIG_COSIGNATURE, SIG_ED25519, NoteError, Signer
+
+    try:
+        signer = Signer(name, SigningKey.generate(), SIG_COSIGNATURE if cosigner else SIG_ED25519)
+    except NoteError as e:
+        raise _fail(f"error: {e}", 2) from None
+    if out is None:
+        typer.echo(signer.private_key())
+    else:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(signer.private_key() + "\n")
+    typer.echo(signer.vkey)
+
+
+@ledger_app.command("info")
+def ledger_info(
+    ledger: Annotated[str, typer.Argument(help="The ledger: a SQLite file or a postgresql:// URL.")],
+) -> None:
+    """Print a ledger's origin, log key, size, checkpoints and policy (without auditing it)."""
+    from phalanx.ledger.log import Ledger
+    from phalanx.ledger.storage import StorageError
+
+    try:
+        with Ledger.open(ledger, readonly=True) as opened:
+            latest = opened.latest_checkpoint()
+            typer.echo(f"origin      {opened.origin}\nlog key     {opened.vkey}\nentries     {opened.size}\n"
+                       f"checkpoints {opened.checkpoint_count}"
+                       + (f" (latest at size {latest.checkpoint.size}, "
+                          f"{'final' if opened.policy.is_final(latest.format()) else 'not final'})" if latest else ""))
+            typer.echo("policy:\n" + "".join(f"  {line}\n" for line in opened.policy.format().splitlines()), nl=False)
+    except (StorageError, ValueError) as e:
+        raise _fail(f"error: {e}", 2) from None
 
 
 def main() -> None:
