@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -42,6 +42,7 @@ from phalanx.attacks import AttackView, UpdateAttack
 from phalanx.core.seeding import derive_seed, generator
 from phalanx.defenses import cap_claims, finite_rows, shape_ok
 from phalanx.engine.faults import FaultSchedule
+from phalanx.engine.secure import SecureAggregation, exposed_honest
 from phalanx.models.flat import FlatModel
 from phalanx.network import Gossip, Star
 from phalanx.privacy.client import clip_updates, gaussian
@@ -78,6 +79,7 @@ class Simulation:
     root_shards: Shards | None = None  # the star server's trusted root data (FLTrust)
     privacy: PrivacyPlan | None = None  # differential privacy: mechanism, noise, spend per node
     keep_released: bool = False  # keep what each node last sent and the model it trained from
+    secure: SecureAggregation | None = None  # star: bucketed secure aggregation (engine/secure.py)
     events: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -93,6 +95,13 @@ class Simulation:
         self.previous: torch.Tensor | None = None  # a stateful rule's last output, per receiver
         if self.aggregator.needs_root and self.topology.kind == "star" and self.root_shards is None:
             raise ValueError(f"{self.aggregator.name()} needs the server's root data (root_shards)")
+        if self.secure is not None and self.topology.kind != "star":
+            raise ValueError("secure aggregation runs between a star's server and its nodes")
+        if self.secure is not None and self.privacy is not None and self.privacy.mechanism == "central":
+            raise ValueError("central DP under secure aggregation: the server never sees the sum "
+                             "before it is revealed; use mechanism distributed")
+        if self.privacy is not None and self.privacy.mechanism == "distributed" and self.secure is None:
+            raise ValueError("distributed noise is added under secure aggregation: set secure_aggregation")
         if self.privacy is not None and self.privacy.mechanism == "central":
             if self.topology.kind != "star":
                 raise ValueError("central DP needs a server that adds the noise: use a star, or "
@@ -294,7 +303,12 @@ class Simulation:
             previous=self.previous if self.aggregator.stateful else None,
             generator=generator(self.seed, "round", r, "aggregate", device=updates.device))
         mask = torch.ones(1, len(updates), dtype=torch.bool, device=updates.device)
-        if self.privacy is not None and self.privacy.mechanism == "central":
+        extra = {}
+        if self.secure is not None:
+            out, extra = self._bucketed(r, part[keep], updates, bad[keep], f, context)
+            if out is None:
+                return {**outcome(False), **extra}
+        elif self.privacy is not None and self.privacy.mechanism == "central":
             out = self._central_mean(r, updates)[None]  # uniform weights: bounded sensitivity
         else:
             out = self.aggregator.aggregate(updates[None], mask,
@@ -302,7 +316,37 @@ class Simulation:
         if self.aggregator.stateful:
             self.previous = out.clone()
         self.global_row += out[0]
-        return outcome(True)
+        return {**outcome(True), **extra}
+
+    def _bucketed(self, r: int, senders: torch.Tensor, updates: torch.Tensor, malicious: torch.Tensor,
+                  f: int, context: Context) -> tuple[torch.Tensor | None, dict]:
+        """Bucketed secure aggregation: the chain over the bucket means that SecAgg reveals.
+
+        At most ``f`` buckets hold a malicious node, so the chain declares ``min(f, buckets)``.
+        Returns ``(None, ...)`` when the chain refuses that many buckets (an availability event).
+        """
+        sec = self.secure
+        buckets = sec.buckets(len(updates), sec.bucket_seed(r, sec.commitments(r, senders, updates)))
+        extra = {"buckets": len(buckets), "exposed": exposed_honest(buckets, malicious)}
+        f_b = min(f, len(buckets))
+        if self._refused(r, len(buckets), f_b):
+            return None, extra
+        plan = self.privacy
+        if plan is not None and plan.mechanism == "distributed":
+            noise = plan.distributed
+            honest = ~malicious
+            updates = updates.clone()
+            updates[honest], _ = clip_updates(updates[honest], plan.clip)
+            means, _ = sec.reveal(r, updates, buckets, noise_variance=noise.variance,
+                                  frac_bits=noise.frac_bits, clip=plan.clip, adds_noise=honest)
+            for bucket in buckets:
+                members = torch.as_tensor(bucket, device=senders.device)
+                plan.record_bucket(senders[members][honest[members]].tolist(), len(bucket))
+        else:
+            means, _ = sec.reveal(r, updates, buckets)
+        mask = torch.ones(1, len(buckets), dtype=torch.bool, device=updates.device)
+        context = replace(context, f=torch.tensor([f_b], device=updates.device))
+        return self.aggregator.aggregate(means[None], mask, None, context), extra
 
     def _refused(self, r: int, count: int, f: int) -> bool:
         """Whether the chain refuses ``count`` rows with declared ``f``; logs why."""

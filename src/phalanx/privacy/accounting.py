@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import dp_accounting
+import numpy as np
 from dp_accounting import pld, rdp
 
 class _SkippedOrder(logging.Filter):
@@ -158,31 +159,59 @@ def sensitivity_factor(adjacency: Adjacency) -> float:
     raise ValueError(f"adjacency must be 'zero_out' or 'replace_one' (got {adjacency!r})")
 
 
+# Integer Renyi orders, for mechanisms whose RDP is known at integer orders only (the Skellam
+# mechanism); a ledger that records such a mechanism evaluates every mechanism on these.
+INTEGER_ORDERS: tuple[int, ...] = (*range(2, 65), 80, 96, 128, 256)
+
+
 @dataclass
 class PrivacyLedger:
-    """Per-node composition: which Gaussian steps each node's data went through.
+    """Per-node composition: which mechanisms each node's data went through, and how often.
 
     ``record(nodes, noise_multiplier, sample_rate, steps)`` adds, for each of ``nodes``, that many
-    steps of that mechanism (client level: one step per round the node took part in, at sample
-    rate 1; DP-SGD: its local steps at its own Poisson rate). A node's epsilon composes
-    everything recorded for it.
+    steps of a (subsampled) Gaussian (client level: one step per round the node took part in, at
+    sample rate 1; DP-SGD: its local steps at its own Poisson rate). ``define(key, rdp)`` names a
+    mechanism by its per-step RDP curve on :attr:`orders` (one ``dp-accounting`` has no event
+    for, such as Skellam noise), and ``record_defined(nodes, key, steps)`` adds steps of it. A
+    node's epsilon composes everything recorded for it.
 
-    With the RDP accountant, composition adds Renyi divergences order by order, so the ledger
-    keeps one per-step RDP vector per distinct ``(noise_multiplier, sample_rate)`` (the library's
-    own accountant computes it) and a node's epsilon is the library's RDP-to-epsilon conversion
-    of ``sum count * rdp_step``: the same number as composing the events anew (tested), in a
-    millisecond instead of a tenth of a second per node per round. The PLD accountant composes
-    the events anew each time.
+    Composition adds Renyi divergences order by order, so the ledger keeps one per-step RDP
+    vector per distinct mechanism (the library's own accountant computes the Gaussian ones) and
+    a node's epsilon is the library's RDP-to-epsilon conversion of ``sum count * rdp_step``: the
+    same number as composing the events anew (tested), in a millisecond instead of a tenth of a
+    second per node per round. The PLD accountant composes Gaussian events anew each time and
+    takes no defined mechanism. ``orders``: the library's default orders unless given.
     """
 
     delta: float
     accountant: Accountant = "rdp"
-    history: dict[int, dict[tuple[float, float], int]] = field(default_factory=dict)
+    orders: tuple[float, ...] | None = None
+    history: dict[int, dict[tuple, int]] = field(default_factory=dict)
+    defined: dict[tuple, np.ndarray] = field(default_factory=dict)
 
     def record(self, nodes: Iterable[int], noise_multiplier: float, sample_rate: float,
                steps: int = 1) -> None:
         _check(noise_multiplier, sample_rate, steps, self.delta)
-        key = (float(noise_multiplier), float(sample_rate))
+        self._add(nodes, (float(noise_multiplier), float(sample_rate)), steps)
+
+    def define(self, key: tuple, rdp_per_step) -> None:
+        """Name a mechanism by its RDP per step at :attr:`orders` (RDP accountant only)."""
+        if self.accountant != "rdp" or self.orders is None:
+            raise ValueError("a mechanism given by its RDP curve needs the RDP accountant and "
+                             "explicit orders (INTEGER_ORDERS)")
+        curve = np.asarray(rdp_per_step, dtype=np.float64)
+        if curve.shape != (len(self.orders),) or not np.all(curve >= 0):
+            raise ValueError(f"an RDP curve needs one non-negative value per order "
+                             f"({len(self.orders)}), got shape {curve.shape}")
+        self.defined[("defined", *key)] = curve
+
+    def record_defined(self, nodes: Iterable[int], key: tuple, steps: int = 1) -> None:
+        name = ("defined", *key)
+        if name not in self.defined:
+            raise ValueError(f"mechanism {key!r} was not defined")
+        self._add(nodes, name, steps)
+
+    def _add(self, nodes: Iterable[int], key: tuple, steps: int) -> None:
         for node in nodes:
             spent = self.history.setdefault(int(node), {})
             spent[key] = spent.get(key, 0) + int(steps)
@@ -196,29 +225,37 @@ class PrivacyLedger:
 
     def epsilon_after(self, node: int, noise_multiplier: float, sample_rate: float,
                       steps: int) -> float:
-        """What node ``node`` would have spent after ``steps`` more steps of that mechanism."""
+        """What node ``node`` would have spent after ``steps`` more steps of that Gaussian."""
+        return self._epsilon_after(node, (float(noise_multiplier), float(sample_rate)), steps)
+
+    def epsilon_after_defined(self, node: int, key: tuple, steps: int) -> float:
+        return self._epsilon_after(node, ("defined", *key), steps)
+
+    def _epsilon_after(self, node: int, key: tuple, steps: int) -> float:
         spent = dict(self.history.get(int(node), {}))
-        key = (float(noise_multiplier), float(sample_rate))
         spent[key] = spent.get(key, 0) + int(steps)
         return self._epsilon_of(spent)
 
-    def _epsilon_of(self, spent: dict[tuple[float, float], int]) -> float:
+    def _epsilon_of(self, spent: dict[tuple, int]) -> float:
         spent = {k: c for k, c in spent.items() if c}
         if not spent:
             return 0.0
         if self.accountant != "rdp":
             return _composed_epsilon(tuple(sorted(spent.items())), self.delta, self.accountant)
-        orders, total = None, 0.0
-        for (sigma, q), count in spent.items():
-            orders, per_step = _rdp_per_step(sigma, q)
+        orders, total = self.orders, 0.0
+        for key, count in spent.items():
+            if key[0] == "defined":
+                per_step = self.defined[key]
+            else:
+                orders, per_step = _rdp_per_step(*key, self.orders)
             total = total + count * per_step
         return float(rdp.rdp_privacy_accountant.compute_epsilon(orders, total, self.delta)[0])
 
 
 @functools.lru_cache(maxsize=4096)
-def _rdp_per_step(noise_multiplier: float, sample_rate: float):
-    """(orders, RDP of one step) of the library's default RDP accountant for this mechanism."""
-    acc = rdp.RdpAccountant()
+def _rdp_per_step(noise_multiplier: float, sample_rate: float, orders: tuple[float, ...] | None = None):
+    """(orders, RDP of one step) of the library's RDP accountant for this mechanism."""
+    acc = rdp.RdpAccountant(list(orders)) if orders is not None else rdp.RdpAccountant()
     acc.compose(_event(noise_multiplier, sample_rate, 1))
     return acc._orders, acc._rdp.copy()  # the accountant's own state (dp-accounting 0.6)
 

@@ -518,6 +518,7 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
     result = {
         "format": CACHE_FORMAT, "status": "ok", "config_sha256": key, "config": config,
         "final": final_record(records), "records": records,
+        "exposed_per_round": _mean_of(records, "exposed"),
         "events": built.events + built.simulation.events, "malicious": built.malicious,
         "defense": _defense_name(built.simulation.aggregator),
         "wall_time_s": round(time.perf_counter() - t0, 3), "phalanx": phalanx.__version__,
@@ -525,6 +526,12 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
     }
     _write_atomic(Path(cells_dir) / f"{key}.json", result)
     return result
+
+
+def _mean_of(records: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over the records that have it (``None`` when none has)."""
+    values = [float(r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return statistics.fmean(values) if values else None
 
 
 def _defense_name(aggregator: Any) -> str:
@@ -651,6 +658,7 @@ def cell_row(cell: Cell, result: Mapping[str, Any] | None, cached: bool) -> dict
         "clean": cell.clean, "label": cell.label, "config_sha256": cell.key,
         "status": result.get("status"), "cached": cached, "error": result.get("error"),
         "final": result.get("final") or {}, "wall_time_s": result.get("wall_time_s"),
+        "exposed_per_round": result.get("exposed_per_round"),
         "rounds": s.rounds, "nodes": s.data.nodes, "network": s.topology.name,
         "chain": chain, "declared_f": s.declared_f, "real_f": s.adversary.malicious,
         "update_attack": s.adversary.update_attack.as_dict() if s.adversary.update_attack else None,
@@ -715,7 +723,10 @@ def summarise(layout: Layout, rows: Sequence[Mapping[str, Any]]) -> dict[str, An
         defenses = []
         for d in layout.defenses:
             stats = {a: seed_stats(groups.get((t, d, a), [])) for a in layout.attacks}
+            exposed = [e for a in layout.attacks for r in groups.get((t, d, a), [])
+                       if (e := _number(r.get("exposed_per_round"))) is not None]
             defenses.append({"label": d, "attacks": stats, "clean": stats[clean] if clean else None,
+                             "exposed": statistics.fmean(exposed) if exposed else None,
                              **worst_case(stats, attacked)})
         by_label = {e["label"]: e for e in defenses}
         out.append({

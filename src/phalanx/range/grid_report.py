@@ -39,6 +39,16 @@ SUMMARY_COLUMNS = {
     "defense": "defense", "clean": "clean", "worst": "worst case", "worst_attack": "worst attack",
     "min_honest": "worst min honest", "spread": "seed spread",
 }
+EXPOSED_COLUMN = {"exposed": "honest updates exposed / round"}
+
+
+def summary_columns(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The summary table's columns: exposure too when some defense ran secure aggregation."""
+    exposed = any(d.get("exposed") is not None for t in summary["summary"]["topologies"]
+                  for d in t["defenses"])
+    return {**SUMMARY_COLUMNS, **(EXPOSED_COLUMN if exposed else {})}
+
+
 LEGEND = ("clean = accuracy with no attacker; worst case = the lowest mean accuracy over the other "
           "attacks, and that attack; worst min honest = the lowest mean accuracy of the worst "
           "honest node over those attacks; seed spread = min–max over seeds of the worst case.")
@@ -79,6 +89,7 @@ def summary_rows(topology: Mapping[str, Any], chosen: str | None) -> list[dict[s
             "worst_attack": worst["attack"] if worst else "—",
             "min_honest": f"{pct(low['accuracy_min'])} ({low['attack']})" if low else "—",
             "spread": spread(worst),
+            "exposed": "—" if d.get("exposed") is None else f"{d['exposed']:.2f}",
         })
     return rows
 
@@ -207,7 +218,7 @@ def render_grid_report(summary: Mapping[str, Any]) -> str:
         csp=markupsafe.Markup(CSP), grid=str(summary["grid"]), description=summary["description"],
         legend=LEGEND,
         started=manifest.get("started"), layout=layout, counts=summary["counts"], views=views,
-        summary_columns=SUMMARY_COLUMNS, check_columns=CHECK_COLUMNS,
+        summary_columns=summary_columns(summary), check_columns=CHECK_COLUMNS,
         cells=cell_rows(summary["cells"]),
         base=json.dumps(summary.get("base") or {}, indent=2, ensure_ascii=False, default=str),
         manifest=manifest_rows(manifest),
@@ -232,7 +243,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
     lines += [f"- {note}" for note in layout["notes"]] + ([""] if layout["notes"] else [])
     for v in _views(summary):
         lines += [f"### {v['label']}", ""]
-        lines += _md_table(SUMMARY_COLUMNS, v["summary"])
+        lines += _md_table(summary_columns(summary), v["summary"])
         columns = {"defense": "defense", **{f"a{i}": a for i, a in enumerate(attacks)}}
         rows = [{"defense": m["defense"], **{f"a{i}": f"{c['accuracy']} ({c['spread']})"
                                             for i, c in enumerate(m["cells"])}} for m in v["matrix"]]
@@ -253,10 +264,11 @@ def print_tables(summary: Mapping[str, Any], console: Console) -> None:
     layout = summary["layout"]
     for v in _views(summary):
         table = Table(title=f"{summary['grid']}: {v['label']}", title_justify="left")
-        for key, title in SUMMARY_COLUMNS.items():
+        columns = summary_columns(summary)
+        for key, title in columns.items():
             table.add_column(title, justify="left" if key in ("defense", "worst_attack") else "right")
         for row in v["summary"]:
-            table.add_row(*(row[k] for k in SUMMARY_COLUMNS))
+            table.add_row(*(row[k] for k in columns))
         console.print(table)
         if v["has_checks"]:
             checks = Table(title=f"done checks for {layout['chosen']}: {verdict(v['passed'])}",

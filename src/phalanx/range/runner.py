@@ -31,6 +31,7 @@ from phalanx.attacks import DATA_ATTACKS, UPDATE_ATTACKS
 from phalanx.core.seeding import derive_seed, generator
 from phalanx.data import DATASETS, PARTITIONERS, Dataset, label_histogram
 from phalanx.engine import Fault, FaultSchedule, Simulation
+from phalanx.engine.secure import SecureAggregation
 from phalanx.models import MODELS, FlatModel, initial_row
 from phalanx.network import TOPOLOGIES
 from phalanx.privacy.client import AdaptiveClipping
@@ -148,7 +149,7 @@ def build(scenario: Scenario) -> BuiltRun:
     if test_pick is not None:
         test_x, test_y = test_x[test_pick], test_y[test_pick]
 
-    privacy = _privacy_plan(s, shards)
+    privacy = _privacy_plan(s, shards, int(initial.shape[0]))
     simulation = Simulation(
         flat_model=flat_model, initial=initial, shards=shards,
         test_x=test_x.to(device), test_y=test_y.to(device), topology=topology,
@@ -161,6 +162,7 @@ def build(scenario: Scenario) -> BuiltRun:
         eval_every=s.eval.every,
         declared_f=declared_f, declared_share=declared_share, weight_cap=s.topology.weight_cap,
         root_shards=root_shards, privacy=privacy, keep_released=s.leakage is not None,
+        secure=_secure_aggregation(s),
     )
     partition = {
         "partitioner": s.data.partition.name, "params": s.data.partition.params,
@@ -172,7 +174,16 @@ def build(scenario: Scenario) -> BuiltRun:
                     schedule.events())
 
 
-def _privacy_plan(s: Scenario, shards: Shards) -> PrivacyPlan | None:
+def _secure_aggregation(s: Scenario) -> SecureAggregation | None:
+    spec = s.secure_aggregation
+    if spec is None:
+        return None
+    return SecureAggregation(bucket_size=spec.bucket_size, clip=spec.clip,
+                             seed=derive_seed(s.seed, "secure-aggregation"), protocol=spec.protocol,
+                             bits=spec.bits, adversary=spec.adversary, validators=spec.validators)
+
+
+def _privacy_plan(s: Scenario, shards: Shards, dim: int) -> PrivacyPlan | None:
     """The run's privacy plan, its noise calibrated per node when a target epsilon is given."""
     p = s.privacy
     if p.mechanism == "none":
@@ -186,7 +197,9 @@ def _privacy_plan(s: Scenario, shards: Shards) -> PrivacyPlan | None:
             p.mechanism, sizes=shards.sizes, epochs=s.train.epochs, batch_size=s.train.batch_size,
             rounds=s.rounds, clip=p.clip, delta=p.delta, noise_multiplier=p.noise_multiplier,
             target_epsilon=p.target_epsilon, accountant=p.accountant, adjacency=p.adjacency,
-            budget=p.budget, adaptive=adaptive)
+            budget=p.budget, adaptive=adaptive, dim=dim,
+            bucket_size=s.secure_aggregation.bucket_size if s.secure_aggregation else None,
+            bits=s.secure_aggregation.bits if s.secure_aggregation else 32)
         if adaptive is not None:  # fails early when the count's noise cannot fit in the budget
             expected = max(1, round(s.topology.participation * s.data.nodes))
             plan.noise_std(expected)

@@ -133,8 +133,8 @@ class AdaptiveClipSpec(Strict):
 
 
 class PrivacySpec(Strict):
-    mechanism: Literal["none", "dp_sgd", "local", "central"] = Field(
-        "none", description="dp_sgd: sample-level DP in local training; local / central: client-level DP-FedAvg, noise at each node or at the server (star, mean rule).")
+    mechanism: Literal["none", "dp_sgd", "local", "central", "distributed"] = Field(
+        "none", description="dp_sgd: sample-level DP in local training; local / central: client-level DP-FedAvg, noise at each node or at the server (star, mean rule); distributed: client-level DP under secure aggregation, each node adding its share of Skellam noise.")
     noise_multiplier: Annotated[float, Field(gt=0, le=1e4)] | None = Field(
         None, description="Noise std over the sensitivity (give this or target_epsilon).")
     target_epsilon: Annotated[float, Field(gt=0, le=1e4)] | None = Field(
@@ -161,13 +161,29 @@ class PrivacySpec(Strict):
         return self
 
 
+class SecureAggregationSpec(Strict):
+    bucket_size: Annotated[int, Field(ge=2, le=100_000)] | None = Field(
+        3, description="Nodes per bucket; each bucket's sum is revealed by its own SecAgg instance and the defense runs over the bucket means. null: one bucket of all participants (plain SecAgg: use the mean).")
+    protocol: Literal["secagg", "secagg_plus"] = Field(
+        "secagg", description="SecAgg (Bonawitz et al. 2017) or SecAgg+ (Bell et al. 2020, a sparse Harary graph where one fits).")
+    bits: Annotated[int, Field(ge=8, le=64)] = Field(32, description="k of the ring Z_2^k.")
+    clip: Annotated[float, Field(gt=0, le=1e6)] = Field(
+        1.0, description="Each coordinate of an update is clipped to [-clip, clip] by the fixed-point encoding.")
+    adversary: Literal["active", "honest_but_curious"] = Field(
+        "active", description="Server model: active adds the signed consistency round.")
+    validators: Annotated[int, Field(ge=1, le=1000)] = Field(
+        4, description="Validators whose signatures seed the buckets after every update is committed.")
+
+
 class LeakageSpec(Strict):
     membership: bool = Field(True, description="Membership inference: loss threshold and LiRA against the target node, loss threshold against the model an outsider sees.")
     inversion: bool = Field(True, description="Gradient inversion of single-sample updates of the target node.")
     node: Annotated[int, Field(ge=0)] | Literal["smallest"] = Field(
         "smallest", description="The target: an honest node's id, or the honest node with the smallest shard.")
+    targets: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3, description="With node 'smallest': how many of the smallest honest shards to attack (membership scores pooled; inversion on the smallest).")
     members: Annotated[int, Field(ge=2, le=100_000)] = Field(
-        500, description="At most this many member samples, and as many test samples as non-members.")
+        500, description="At most this many member samples per target node, and as many test samples as non-members.")
     shadows: Annotated[int, Field(ge=0, le=256)] = Field(
         16, description="LiRA shadow models (0: the loss threshold alone).")
     inversion_attack: Literal["dlg", "inverting_gradients"] = Field(
@@ -241,6 +257,8 @@ class Scenario(Strict):
     adversary: AdversarySpec = AdversarySpec()
     faults: list[FaultSpec] = Field([], description="Crash and recovery schedule.")
     privacy: PrivacySpec = PrivacySpec()
+    secure_aggregation: SecureAggregationSpec | None = Field(
+        None, description="Star only: bucketed secure aggregation (null: the server sees every update).")
     leakage: LeakageSpec | None = Field(None, description="After the run, attack its privacy (null: no attack).")
     eval: EvalSpec = EvalSpec()
 
@@ -261,6 +279,19 @@ class Scenario(Strict):
         if isinstance(self.leakage, LeakageSpec) and isinstance(self.leakage.node, int) \
                 and self.leakage.node >= n:
             raise _FieldError("leakage.node", self.leakage.node, f"node ids must be below {n}")
+        if self.secure_aggregation is not None:
+            if self.topology.name != "star":
+                raise _FieldError("secure_aggregation", "set", "secure aggregation needs a star's server")
+            if self.privacy.mechanism == "central":
+                raise _FieldError("privacy.mechanism", "central", "under secure aggregation the "
+                                  "server never sees the sum before it is revealed; use distributed")
+        if self.privacy.mechanism == "distributed":
+            if self.secure_aggregation is None:
+                raise _FieldError("privacy.mechanism", "distributed",
+                                  "distributed noise is added under secure aggregation: set secure_aggregation")
+            if self.privacy.accountant != "rdp":
+                raise _FieldError("privacy.accountant", self.privacy.accountant,
+                                  "distributed (Skellam) noise is accounted in RDP only")
         if self.privacy.mechanism == "central":
             if self.topology.name != "star":
                 raise _FieldError("privacy.mechanism", "central",
