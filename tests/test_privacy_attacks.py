@@ -113,7 +113,8 @@ def test_a_run_with_leakage_reports_membership_and_inversion(tmp_path):
     inv = leak["inversion"]
     assert inv["attack"] == "dlg" and inv["samples"] == 1 and 0 <= inv["recovered"] <= 1
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "Leakage" in html and f"node {node}" in html
+    assert "Leakage" in html and ", ".join(map(str, leak["target_nodes"])) in html
+    assert node == leak["target_nodes"][0] and len(leak["target_nodes"]) == 3
 
 
 def test_a_leakage_target_out_of_range_is_refused(tmp_path):

@@ -82,7 +82,7 @@ def dlg(fm: FlatModel, weights: torch.Tensor, gradient: torch.Tensor, shape: tup
 
         opt.step(closure)
         with torch.enable_grad():
-            final = float((grad_of(x, y) - target).square().sum() / scale)
+            final = float(((grad_of(x, y) - target).square().sum() / scale).detach())
         if final < best_loss or best is None:
             best, best_loss = x.detach()[0], final
     return best

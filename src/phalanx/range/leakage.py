@@ -4,9 +4,10 @@ After a run whose scenario has a ``leakage`` section, the range attacks it as an
 receiver would, with what the protocol showed that receiver (:mod:`phalanx.attacks.membership`,
 :mod:`phalanx.attacks.inversion`):
 
-- **Target node.** One honest node that took part: by default the one with the smallest shard
-  (small shards overfit, which is where the risk is), or the node the scenario names.
-- **Membership, against that node.** Its *released* model, the base it trained from plus the
+- **Target nodes.** Honest nodes that took part: by default the ``targets`` with the smallest
+  shards (small shards overfit, which is where the risk is), or the node the scenario names.
+- **Membership, against those nodes** (scores pooled over them into one ROC curve). Each one's
+  *released* model, the base it trained from plus the
   update as it left the node (after its local DP noise, if any; a server that adds central
   noise sees the update in the clear). Members: the node's training samples; non-members: as
   many test samples. The loss-threshold attack, and LiRA with ``shadows`` shadow models trained
@@ -33,6 +34,7 @@ as curves of leakage against epsilon (:mod:`phalanx.range.report`).
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import torch
@@ -52,16 +54,20 @@ RECOVERED_DB = 20.0  # a reconstruction above this PSNR counts as recovered (the
 def evaluate(built, spec) -> dict[str, Any]:
     """The leakage metrics of a finished run (``built``: a :class:`~phalanx.range.runner.BuiltRun`)."""
     sim = built.simulation
-    node = _target_node(sim, spec)
-    if node is None:
+    nodes = _target_nodes(sim, spec)
+    if not nodes:
         return {"error": "no honest node released an update, so there is nothing to attack"}
     seed = built.scenario.seed
-    out: dict[str, Any] = {"target_node": node, "shard_size": int(sim.shards.sizes[node]),
-                           "epsilon_node": _node_epsilon(sim, node)}
+    node = nodes[0]
+    eps = [_node_epsilon(sim, n) for n in nodes]
+    out: dict[str, Any] = {"target_node": node, "target_nodes": nodes,
+                           "shard_size": int(sim.shards.sizes[node]),
+                           "shard_sizes": [int(sim.shards.sizes[n]) for n in nodes],
+                           "epsilon_node": None if eps[0] is None else max(eps)}
     test_x, test_y = built.dataset.x_test.to(sim.rows.device), built.dataset.y_test.to(sim.rows.device)
     if spec.membership:
         out["membership"] = {
-            "node": _membership_node(sim, node, spec, test_x, test_y, seed),
+            "node": _membership_nodes(sim, nodes, spec, test_x, test_y, seed),
             "outsider": _membership_outsider(sim, node, spec, test_x, test_y, seed),
         }
     if spec.inversion:
@@ -69,14 +75,15 @@ def evaluate(built, spec) -> dict[str, Any]:
     return out
 
 
-def _target_node(sim, spec) -> int | None:
+def _target_nodes(sim, spec) -> list[int]:
+    """The attacked nodes: the one the scenario names, or the ``targets`` honest nodes with the
+    smallest shards among those that released an update."""
     released = ~sim.released.isnan().any(1) & sim.honest & (sim.shards.sizes > 0)
     if spec.node != "smallest":
-        return int(spec.node) if bool(released[int(spec.node)]) else None
+        return [int(spec.node)] if bool(released[int(spec.node)]) else []
     candidates = released.nonzero().squeeze(1)
-    if len(candidates) == 0:
-        return None
-    return int(candidates[sim.shards.sizes[candidates].argmin()])
+    order = sim.shards.sizes[candidates].argsort(stable=True)
+    return candidates[order][: spec.targets].tolist()
 
 
 def _node_epsilon(sim, node: int) -> float | None:
@@ -92,19 +99,30 @@ def _shard(sim, node: int) -> torch.Tensor:
     return sim.shards.index[node, : int(sim.shards.sizes[node])]
 
 
-def _membership_node(sim, node, spec, test_x, test_y, seed) -> dict[str, Any]:
-    g = generator(seed, "leakage", "members")
-    own = _shard(sim, node)
-    members = own[torch.randperm(len(own), generator=g)[: spec.members]]
-    mx, my = sim.shards.x[members], sim.shards.y[members]
-    members, mx, my, outside = _matched(members, mx, my, test_y, g)
-    nx, ny = test_x[outside], test_y[outside]
-    target = _logits_of(sim, sim.released[node])
-    result = {"loss_threshold": roc_metrics(loss_threshold_scores(target, mx, my),
-                                            loss_threshold_scores(target, nx, ny))}
-    if spec.shadows > 0:
-        result["lira"] = _lira(sim, node, spec, torch.cat([mx, nx]), torch.cat([my, ny]),
-                               len(members), seed)
+def _membership_nodes(sim, nodes, spec, test_x, test_y, seed) -> dict[str, Any]:
+    """Membership against each target node's released model, scores pooled over the targets.
+
+    A LiRA score is a log-likelihood ratio and a loss-threshold score a loss, so scores from
+    different nodes' models are on one scale and one ROC curve covers them all.
+    """
+    loss_in, loss_out, lira_in, lira_out = [], [], [], []
+    for node in nodes:
+        g = generator(seed, "leakage", "members", node)
+        own = _shard(sim, node)
+        members = own[torch.randperm(len(own), generator=g)[: spec.members]]
+        mx, my = sim.shards.x[members], sim.shards.y[members]
+        members, mx, my, outside = _matched(members, mx, my, test_y, g)
+        nx, ny = test_x[outside], test_y[outside]
+        target = _logits_of(sim, sim.released[node])
+        loss_in.append(loss_threshold_scores(target, mx, my))
+        loss_out.append(loss_threshold_scores(target, nx, ny))
+        if spec.shadows > 0:
+            scores = _lira(sim, node, spec, torch.cat([mx, nx]), torch.cat([my, ny]), seed)
+            lira_in.append(scores[: len(members)])
+            lira_out.append(scores[len(members):])
+    result = {"loss_threshold": roc_metrics(torch.cat(loss_in), torch.cat(loss_out))}
+    if lira_in:
+        result["lira"] = {**roc_metrics(torch.cat(lira_in), torch.cat(lira_out)), "shadows": spec.shadows}
     return result
 
 
@@ -123,10 +141,11 @@ def _matched(members, mx, my, test_y, g):
     return members[keep_t], mx[keep_t], my[keep_t], torch.cat(outside) if outside else keep_t
 
 
-def _lira(sim, node, spec, px, py, n_members, seed) -> dict[str, Any]:
-    """LiRA against the node: shadows trained like it, from its base, on random halves."""
+def _lira(sim, node, spec, px, py, seed) -> torch.Tensor:
+    """LiRA scores of the candidates ``(px, py)`` against the node: shadows trained like it,
+    from its base, on random halves of the candidates."""
     k, n = spec.shadows, len(py)
-    g = generator(seed, "leakage", "shadows")
+    g = generator(seed, "leakage", "shadows", node)
     # each candidate is in exactly half of the shadows (a balanced design: Carlini et al. 2022)
     inside = torch.stack([torch.randperm(k, generator=g) < k // 2 for _ in range(n)], dim=1)
     parts = [inside[j].nonzero().squeeze(1).to(px.device) for j in range(k)]
@@ -145,10 +164,7 @@ def _lira(sim, node, spec, px, py, n_members, seed) -> dict[str, Any]:
         rows = base + sent + noise.to(sent) * sim.privacy.noise_std(1)
     shadow_phi = torch.stack([scaled_confidence(_logits_of(sim, r), px, py) for r in rows])
     target_phi = scaled_confidence(_logits_of(sim, sim.released[node]), px, py)
-    scores = lira_scores(target_phi, shadow_phi, inside.to(shadow_phi.device))
-    out = roc_metrics(scores[:n_members], scores[n_members:])
-    out["shadows"] = k
-    return out
+    return lira_scores(target_phi, shadow_phi, inside.to(shadow_phi.device))
 
 
 def _membership_outsider(sim, node, spec, test_x, test_y, seed) -> dict[str, Any]:
@@ -180,8 +196,9 @@ def _inversion(sim, node, spec, dataset, seed) -> dict[str, Any]:
                      generator(seed, "leakage", "inversion-start", j), steps=spec.inversion_steps)
         per_sample.append(image_quality(rec, x[0], pixel_range))
     psnr = [q["psnr_db"] for q in per_sample]
+    # the median: an exact reconstruction has an unbounded PSNR, which would swamp a mean
     return {"attack": spec.inversion_attack, "samples": len(per_sample),
-            "psnr_db": sum(psnr) / len(psnr), "ssim": sum(q["ssim"] for q in per_sample) / len(psnr),
+            "psnr_db": statistics.median(psnr), "ssim": statistics.median(q["ssim"] for q in per_sample),
             "recovered": sum(p > RECOVERED_DB for p in psnr) / len(psnr), "per_sample": per_sample}
 
 

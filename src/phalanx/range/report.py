@@ -263,7 +263,7 @@ def leakage_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
         inv = leak.get("inversion") or {}
         rows.append({
             "name": run.name, "color": run.color, "error": "",
-            "target": f"node {leak.get('target_node')} ({leak.get('shard_size')} samples)",
+            "target": _targets(leak),
             "epsilon": _fmt(leak.get("epsilon_node"), ".3g") if leak.get("epsilon_node") is not None else "no DP",
             "loss_auc": _fmt(loss.get("auc")), "lira_auc": _fmt(lira.get("auc")),
             "lira_tpr1": _fmt(lira.get("tpr_at_1pct_fpr")), "lira_tpr01": _fmt(lira.get("tpr_at_0.1pct_fpr")),
@@ -273,6 +273,13 @@ def leakage_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
                           if inv else "—"),
         })
     return rows
+
+
+def _targets(leak: Mapping[str, Any]) -> str:
+    nodes = leak.get("target_nodes") or [leak.get("target_node")]
+    sizes = leak.get("shard_sizes") or [leak.get("shard_size")]
+    word = "node" if len(nodes) == 1 else "nodes"
+    return f"{word} {', '.join(map(str, nodes))} ({', '.join(map(str, sizes))} samples)"
 
 
 def leakage_plot(runs: Sequence[Run]) -> Plot | None:
