@@ -112,6 +112,7 @@ def test_a_run_with_leakage_reports_membership_and_inversion(tmp_path):
     assert leak["membership"]["outsider"]["model"] == "global"
     inv = leak["inversion"]
     assert inv["attack"] == "dlg" and inv["samples"] == 1 and 0 <= inv["recovered"] <= 1
+    assert inv["buckets"]["2"]["samples"] == 2 and inv["buckets"]["3"]["samples"] == 3  # originals scored
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Leakage" in html and ", ".join(map(str, leak["target_nodes"])) in html
     assert node == leak["target_nodes"][0] and len(leak["target_nodes"]) == 3

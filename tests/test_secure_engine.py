@@ -179,3 +179,18 @@ def test_distributed_noise_reaches_the_revealed_sums_and_is_accounted_per_bucket
     partner = [n for n in range(5) if ledger.history[n].get(("defined", "skellam", 2, 1))]
     assert len(partner) == 1 and 5 not in ledger.history  # the attacker's own spend is not tracked
     assert eps[partner[0]] > max(e for n, e in eps.items() if n != partner[0])
+
+
+def test_skellam_approaches_the_gaussian_as_the_quantisation_gets_finer():
+    # Agarwal et al. 2021, Section 3 (and their Figure 1): at a fine scale the Skellam mechanism's
+    # RDP tends to the Gaussian's alpha / (2 z^2); at a coarse one the rounding costs privacy
+    from phalanx.privacy.skellam import sensitivities, skellam_rdp
+
+    z, clip, dim, orders = 1.5, 1.0, 10_000, [2, 8, 32]
+    gaussian = [a / (2 * z * z) for a in orders]
+    for frac_bits, rel in ((20, 1e-3), (6, 0.5)):
+        l1, l2 = sensitivities(clip, frac_bits, dim)
+        got = skellam_rdp(orders, l1, l2, (z * clip * 2.0**frac_bits) ** 2)
+        close = all(abs(g / w - 1) <= rel for g, w in zip(got, gaussian))
+        assert close == (frac_bits == 20), (frac_bits, got, gaussian)
+        assert all(g >= w for g, w in zip(got, gaussian))  # never better than the Gaussian

@@ -37,18 +37,27 @@ def infer_label(fm: FlatModel, gradient: torch.Tensor) -> int:
 
     ``gradient``: the flat gradient (or an update, whose sign flip the caller has undone).
     """
+    return infer_labels(fm, gradient, 1)[0]
+
+
+def infer_labels(fm: FlatModel, gradient: torch.Tensor, count: int) -> list[int]:
+    """The labels of a summed gradient of ``count`` samples: the ``count`` most negative entries
+    of the last layer's bias gradient, ``sum_i (p_i - onehot(y_i))`` (exact for distinct labels,
+    iDLG's rule for one sample; Yin et al. 2021, "See through gradients", Section 3.2, for more)."""
     last = fm.slots[-1]
     if not last.name.endswith("bias"):
         raise ValueError(f"label inference needs a last layer with a bias (the model ends in {last.name})")
-    return int(gradient[last.offset : last.offset + last.numel].argmin())
+    bias = gradient[last.offset : last.offset + last.numel]
+    order = bias.argsort().tolist()
+    return [order[i % len(order)] for i in range(count)]
 
 
 def _gradient_at(fm: FlatModel, weights: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``(x (1, ...), y (1,)) -> flat gradient at weights``, differentiable in ``x``."""
+    """``(x (b, ...), y (b,)) -> flat gradient of the summed loss at weights``, differentiable in ``x``."""
     leaf = weights.detach().clone().requires_grad_(True)
 
     def grad_of(x, y):
-        loss = F.cross_entropy(fm.functional(leaf, x), y)
+        loss = F.cross_entropy(fm.functional(leaf, x), y, reduction="sum")
         return torch.autograd.grad(loss, leaf, create_graph=True)[0]
 
     return grad_of
@@ -56,20 +65,23 @@ def _gradient_at(fm: FlatModel, weights: torch.Tensor) -> Callable[[torch.Tensor
 
 def dlg(fm: FlatModel, weights: torch.Tensor, gradient: torch.Tensor, shape: tuple[int, ...],
         generator: torch.Generator, *, label: int | None = None, steps: int = 200,
-        restarts: int = 3) -> torch.Tensor:
-    """DLG with the iDLG label: the dummy input ``(1, *shape)`` whose gradient matches ``gradient``.
+        restarts: int = 3, batch: int = 1) -> torch.Tensor:
+    """DLG with iDLG labels: ``batch`` dummy inputs whose summed gradient matches ``gradient``.
 
-    L-BFGS from ``restarts`` random starts; the attacker keeps the one whose gradient matches
-    best (it can see its own objective, never the true sample). The objective is scaled by
-    ``||g||^2``, so that L-BFGS's tolerances do not depend on the gradient's size.
+    Returns ``(*shape)`` for one sample, ``(batch, *shape)`` for more (a revealed sum of
+    ``batch`` single-sample updates). L-BFGS from ``restarts`` random starts; the attacker
+    keeps the one whose gradient matches best (it can see its own objective, never the true
+    samples). The objective is scaled by ``||g||^2``, so that L-BFGS's tolerances do not depend
+    on the gradient's size.
     """
-    y = torch.tensor([infer_label(fm, gradient) if label is None else label], device=weights.device)
+    labels = infer_labels(fm, gradient, batch) if label is None else [label] * batch
+    y = torch.tensor(labels, device=weights.device)
     grad_of = _gradient_at(fm, weights)
     target = gradient.detach()
     scale = target.square().sum().clamp(min=1e-30)
     best, best_loss = None, float("inf")
     for _ in range(restarts):
-        x = torch.randn((1, *shape), generator=generator, device=generator.device).to(weights.device)
+        x = torch.randn((batch, *shape), generator=generator, device=generator.device).to(weights.device)
         x.requires_grad_(True)
         opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, history_size=100, tolerance_grad=1e-12,
                                 tolerance_change=1e-14, line_search_fn="strong_wolfe")
@@ -84,8 +96,8 @@ def dlg(fm: FlatModel, weights: torch.Tensor, gradient: torch.Tensor, shape: tup
         with torch.enable_grad():
             final = float(((grad_of(x, y) - target).square().sum() / scale).detach())
         if final < best_loss or best is None:
-            best, best_loss = x.detach()[0], final
-    return best
+            best, best_loss = x.detach(), final
+    return best[0] if batch == 1 else best
 
 
 def inverting_gradients(fm: FlatModel, weights: torch.Tensor, gradient: torch.Tensor,

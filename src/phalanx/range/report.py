@@ -270,6 +270,9 @@ def leakage_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
             "outsider": f"{outsider.get('model', '—')}: {_fmt((outsider.get('loss_threshold') or {}).get('auc'))}",
             "inversion": (f"{inv.get('attack')}: {_fmt(inv.get('psnr_db'), '.1f')} dB, SSIM "
                           f"{_fmt(inv.get('ssim'), '.2f')}, {_fmt(inv.get('recovered'), '.0%')} recovered"
+                          + "".join(f"; sums of {k}: {_fmt(b.get('psnr_db'), '.1f')} dB, "
+                                    f"{_fmt(b.get('recovered'), '.0%')}"
+                                    for k, b in (inv.get("buckets") or {}).items())
                           if inv else "—"),
         })
     return rows

@@ -188,7 +188,9 @@ class LeakageSpec(Strict):
         16, description="LiRA shadow models (0: the loss threshold alone).")
     inversion_attack: Literal["dlg", "inverting_gradients"] = Field(
         "dlg", description="DLG with iDLG labels, or Geiping et al.'s inverting gradients.")
-    inversion_samples: Annotated[int, Field(ge=1, le=1000)] = Field(4, description="Samples rebuilt.")
+    inversion_samples: Annotated[int, Field(ge=1, le=1000)] = Field(4, description="Samples rebuilt (and bucket sums attacked per bucket size).")
+    inversion_buckets: list[Annotated[int, Field(ge=2, le=16)]] = Field(
+        [2, 3], description="DLG also on revealed sums of this many single-sample updates of distinct honest nodes (SecAgg buckets).")
     inversion_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
         100, description="Optimiser iterations per sample (L-BFGS for DLG, Adam for inverting gradients).")
 
