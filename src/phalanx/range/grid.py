@@ -723,7 +723,7 @@ def summarise(layout: Layout, rows: Sequence[Mapping[str, Any]]) -> dict[str, An
         defenses = []
         for d in layout.defenses:
             stats = {a: seed_stats(groups.get((t, d, a), [])) for a in layout.attacks}
-            exposed = [e for a in layout.attacks for r in groups.get((t, d, a), [])
+            exposed = [e for a in attacked for r in groups.get((t, d, a), [])  # attackers present
                        if (e := _number(r.get("exposed_per_round"))) is not None]
             defenses.append({"label": d, "attacks": stats, "clean": stats[clean] if clean else None,
                              "exposed": statistics.fmean(exposed) if exposed else None,
