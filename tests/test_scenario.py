@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -336,3 +337,21 @@ def test_a_chain_given_in_a_run_replaces_the_base_chain(write_yaml):
     """)
     _, _, runs = load_study(path)
     assert [[p.name for p in r.pre_aggregators] for r in runs] == [["arc"], ["nnm"]]
+
+
+def test_every_shipped_study_and_grid_file_validates():
+    # the files the README tells people to run: each loads, every run and cell is a valid scenario
+    from importlib import resources
+
+    from phalanx.range.grid import load_grid
+
+    folder = resources.files("phalanx.range")
+    studies = sorted(p for p in (folder / "studies").iterdir() if p.name.endswith(".yaml"))
+    grids = sorted(p for p in (folder / "grids").iterdir() if p.name.endswith(".yaml"))
+    assert {p.name for p in studies} >= {"default.yaml", "privacy.yaml", "leakage.yaml"}
+    assert {p.name for p in grids} >= {"default.yaml", "full.yaml", "secagg.yaml"}
+    for path in studies:
+        _, _, runs = load_study(Path(str(path)))
+        assert runs, path.name
+    for path in grids:
+        assert load_grid(Path(str(path))).cells, path.name
