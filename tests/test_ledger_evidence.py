@@ -55,7 +55,7 @@ def test_a_senders_envelope_against_its_commitment_is_evidence_anyone_can_rechec
     ("forged", "envelope signature does not verify"),       # the receiver signed it itself
     ("other receiver", "envelope signature does not verify"),  # an envelope meant for someone else
     ("same", "names the logged commitment itself"),
-    ("wrong node", "not the accused node's"),
+    ("wrong node", "not the accused one's"),
 ])
 def test_evidence_that_proves_nothing_fails_the_audit(tmp_path, case, finding):
     sample, commitments = _ledger_with_updates(tmp_path)

@@ -6,9 +6,10 @@ fixed dataset, without revealing the data, how much of it there is, or its label
 - **samples.** Sample ``i`` (its input bytes, then its label as 8 big-endian bytes) becomes the
   leaf entry ``SHA-256(s_i || bytes)``, with its own salt ``s_i = SHA-256(salt || i)`` derived
   from the node's secret dataset salt. The root is the RFC 9162 Merkle tree hash over these
-  entries (:mod:`phalanx.core.merkle`: leaves ``SHA-256(0x00 || entry)``). One sample can later be shown to be in the set (its salt and an
-  inclusion proof) without opening any other: per-leaf salts are what make this hiding, since
-  an unsalted leaf of a guessed sample could be recomputed and tested.
+  entries (:mod:`phalanx.core.merkle`: leaves ``SHA-256(0x00 || entry)``). One sample can later
+  be shown to be in the set (its salt and an inclusion proof) without opening any other:
+  per-leaf salts are what make this hiding, since an unsalted leaf of a guessed sample could be
+  recomputed and tested.
 - **statistics.** The sample count and the label histogram are committed under a separate salt,
   ``SHA-256(salt' || CBOR {count, histogram})`` (:mod:`phalanx.core.commitment`). A public count
   would undo the hidden claimed count of every update (weight inflation is checked against it).
@@ -64,8 +65,8 @@ def sample_leaves(x: torch.Tensor, y: torch.Tensor, salt: bytes) -> list[bytes]:
     width = xs[0].nbytes if len(xs) else 0
     flat = memoryview(xs.reshape(-1).view(np.uint8)) if len(xs) else memoryview(b"")
     labels = ys.tobytes()
-    return [hashlib.sha256(sample_salt(salt, i) + flat[i * width:(i + 1) * width] + labels[8 * i:8 * i + 8]).digest()
-            for i in range(len(xs))]
+    return [hashlib.sha256(sample_salt(salt, i) + flat[i * width:(i + 1) * width]
+                           + labels[8 * i:8 * i + 8]).digest() for i in range(len(xs))]
 
 
 def commit_dataset(x: torch.Tensor, y: torch.Tensor, num_classes: int, salt: bytes,

@@ -40,14 +40,16 @@ def evidence_check(origin: str):
             return f"entry {body.commitment} is not an update commitment"
         node, key, update = logged
         if node != body.node:
-            return f"commitment entry {body.commitment} is node {node.hex()[:16]}...'s, not the accused node's"
+            return f"commitment entry {body.commitment} is node {node.hex()[:16]}...'s, not the accused one's"
         if body.received == update:
             return "the envelope names the logged commitment itself: no contradiction"
         receiver = state.node_of(entry.key)
         try:
-            VerifyKey(key).verify(body.envelope, envelope_message(origin, body.round, receiver, body.received))
+            message = envelope_message(origin, body.round, receiver, body.received)
+            VerifyKey(key).verify(body.envelope, message)
         except (SignatureError, KeyFormatError):
-            return "the sender's envelope signature does not verify (not signed by the accused node, or not to this receiver)"
+            return ("the sender's envelope signature does not verify (not signed by the accused node, "
+                    "or not to this receiver)")
         return None
 
     return update_equivocation
