@@ -8,15 +8,18 @@ rollback.
 - :mod:`.rollback`: the validators' vote and the restored model;
 - :mod:`.checks`: the engine's checks for :func:`phalanx.ledger.audit`, and the reverted rounds;
 - :mod:`.replay`: ``phalanx audit --replay``, every aggregate re-run from what was revealed.
+
+Names are loaded on first use, so that :mod:`.checks` imports without torch.
 """
 
-from phalanx.engine.provenance.recorder import (
-    LEDGER_FILE,
-    POLICY_FILE,
-    PRIVATE_DIR,
-    LedgerRecorder,
-    RecorderConfig,
-    RollbackPlan,
-)
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["LEDGER_FILE", "POLICY_FILE", "PRIVATE_DIR", "LedgerRecorder", "RecorderConfig", "RollbackPlan"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(importlib.import_module("phalanx.engine.provenance.recorder"), name)
+    raise AttributeError(f"module 'phalanx.engine.provenance' has no attribute {name!r}")
