@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 from conftest import TINY_STUDY, run_cli
+from test_grid import BASE
 from typer.testing import CliRunner
 
 from phalanx.cli import app
@@ -133,12 +134,7 @@ def test_a_run_with_the_ledger_off_writes_none(tmp_path):
 
 
 # ------------------------------------------------------------------------------ grids
-GRID = """\
-base:
-  rounds: 2
-  data: {dataset: digits, nodes: 4, partition: iid, train_samples: 120, test_samples: 60}
-  model: logistic
-  train: {epochs: 1, batch_size: 16, lr: 0.1, strategy: loop}
+GRID = BASE + """\
 grid: small
 topologies: [star, {label: ring, topology: {name: gossip, graph: ring}}]
 defenses: [mean]

@@ -271,7 +271,8 @@ def _record_lines(idx: LedgerIndex, record: Record, updates: bool) -> list[str]:
         if c is None:
             continue
         got = idx.evidence.get((body.round, c.node, record.node))
-        out.append(f"    used     {idx.label(c.node):<12} update entry {c.index:<6} weight {x.weight:<10g} "
+        weight = "-" if body.params.get("weights") == "none" else f"{x.weight:g}"
+        out.append(f"    used     {idx.label(c.node):<12} update entry {c.index:<6} weight {weight:<10} "
                    f"dataset {_short(c.body.dataset)} base {_short(c.body.base_model)}"
                    + (f"  EQUIVOCATION: received another update (evidence entry {got[0]})" if got else ""))
     for x in body.rejected:

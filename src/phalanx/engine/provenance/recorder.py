@@ -15,7 +15,8 @@ item 5):
   evidence of equivocation its receivers found; the aggregate record of every aggregator
   (star: the server; gossip: each receiver), with the inputs used, the inputs rejected and why,
   the rule and its parameters, the result's hash, and what a replay needs (declared f, the
-  generator's seed, the slots, hiding commitments to any private input); privacy budget
+  generator's seed, torch's thread count, the slots, hiding commitments to any private input);
+  privacy budget
   entries under DP; then a checkpoint cosigned by the validators (3 of 4 by default);
 - **a scheduled rollback** (:mod:`.rollback`).
 
@@ -120,6 +121,7 @@ class _Round:
     received: dict[tuple[int, int], bytes] = field(default_factory=dict)
     clip: float | None = None
     seed: int | None = None
+    threads: int = 1  # torch's intra-op threads when the rule ran: its reductions depend on them
 
 
 def _scalar(value: Any) -> Any:
@@ -247,7 +249,7 @@ class LedgerRecorder(RoundObserver):
         rnd, chain = self.round, sim.aggregator
         rnd.seed = int(context.generator.initial_seed())
         params = {"topology": "star", "f": int(context.f[0]), "seed": rnd.seed,
-                  "weights": "claims" if weights is not None else "none"}
+                  "threads": torch.get_num_threads(), "weights": "claims" if weights is not None else "none"}
         if chain.needs_root:
             params["root"] = self.private.commit_tensor(self.ids.salt("root", r), context.root[0]).hex()
         if chain.stateful and context.previous is not None:
@@ -296,7 +298,7 @@ class LedgerRecorder(RoundObserver):
 
     def gossip_chunk(self, sim, r, start, recv, idx, mask, msgs, ref, ok, f, generator) -> None:
         rnd, chain, ids = self.round, sim.aggregator, self.ids
-        rnd.seed = int(generator.initial_seed())
+        rnd.seed, rnd.threads = int(generator.initial_seed()), torch.get_num_threads()
         for c, node in enumerate(recv.tolist()):
             slots = mask[c].nonzero()[:, 0].tolist()
             senders = idx[c, slots].tolist()
@@ -408,7 +410,8 @@ class LedgerRecorder(RoundObserver):
                       for s, w in zip(info["senders"], weights, strict=True)]
             neighbours = sim.table_index[node, 1:][sim.table_mask[node, 1:]].tolist()
             rejected = self._rejections(node, [s for s in neighbours if s not in set(info["senders"])], index)
-            params = {"topology": "gossip", "node": node, "f": info["f"], "seed": rnd.seed, "k": info["k"],
+            params = {"topology": "gossip", "node": node, "f": info["f"], "seed": rnd.seed,
+                      "threads": rnd.threads, "k": info["k"],
                       "chunk": info["chunk"], "slots": ",".join(map(str, info["slots"])),
                       "weights": "mixing" if info["weights"] is not None else "none",
                       "ref": "before" if chain.needs_root else "trained"}

@@ -15,8 +15,10 @@ the aggregators did is what their rule computes. For each aggregate record, in l
    update and a stateful rule's previous output (opened like the updates), and the generator,
    seeded as the engine seeded it;
 3. **the rule runs** on the CPU, in the engine's batch layout (gossip: the same receivers per
-   call, the same slots, one generator per round consumed chunk by chunk), so the result is
-   bit for bit the engine's, and its SHA-256 must equal the record's ``result``;
+   call, the same slots, one generator per round consumed chunk by chunk) and with as many torch
+   threads as the engine had (a parallel reduction's order depends on them), so the result is
+   bit for bit the engine's on the same kind of CPU, and its SHA-256 must equal the record's
+   ``result``;
 4. **central DP** is replayed up to the noise: the clipped sum is recomputed and must open the
    hiding ``pre_noise`` commitment; the released aggregate (kept, public) must give the result;
    and the difference must look like the declared noise (its standard deviation within a few
@@ -34,6 +36,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +83,17 @@ class ReplayReport:
             extra += f"; {self.refused} refusals (the model kept) confirmed"
         return (f"replay: {self.records} aggregate records of {self.rounds} rounds re-run, every result hash "
                 f"matches{extra}")
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch intra-op threads, then restore the setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_chain(rule: str, params: dict) -> Chain:
@@ -229,13 +243,15 @@ class _Replayer:
                               previous=None if previous is None else previous[None],
                               generator=torch.Generator().manual_seed(int(p["seed"])))
             mask = torch.ones(1, len(rows), dtype=torch.bool)
-            out = chain.aggregate(rows[None], mask, weights, context)
+            with torch_threads(p.get("threads", 1)):
+                out = chain.aggregate(rows[None], mask, weights, context)
             self._matches(record, base + out[0])
         self.current[None] = body.result
 
     def _central(self, record: Record, rows: torch.Tensor, base: torch.Tensor) -> None:
         body, p = record.body, record.body.params
-        pre = clip_updates(rows, float(p["clip"]))[0].sum(0)
+        with torch_threads(p.get("threads", 1)):
+            pre = clip_updates(rows, float(p["clip"]))[0].sum(0)
         if tensor_commitment(self.openings.salt(body.pre_noise), pre) != body.pre_noise:
             raise ReplayMismatch(f"aggregate entry {record.index}: the replayed clipped sum does not open "
                                  "its pre-noise commitment")
@@ -317,8 +333,9 @@ class _Replayer:
         context = Context(f=torch.tensor([int(b["record"].body.params["f"]) for b in batch]),
                           root=torch.stack([b["own"] for b in batch]) - refs if chain.needs_root else None,
                           previous=previous, generator=generator)
-        out = chain.aggregate(msgs, mask, weights, context)
-        for b, ref, row in zip(batch, refs, out):
+        with torch_threads(first.params.get("threads", 1)):
+            out = chain.aggregate(msgs, mask, weights, context)
+        for b, ref, row in zip(batch, refs, out, strict=True):
             self._matches(b["record"], ref + row)
 
 
@@ -329,7 +346,8 @@ def replay(location: str | Path, private: str | Path, *, stop_at_first: bool = T
     try:
         with Ledger.open(location, readonly=True) as ledger:
             index = LedgerIndex.build(ledger.entries())
-        _Replayer(index, Openings(private), report, stop_at_first).run()
+        with torch_threads(1):  # the inputs are copies, exact with any number of threads
+            _Replayer(index, Openings(private), report, stop_at_first).run()
     except _Stop:
         pass
     except (StorageError, PrivateError, ReplayMismatch) as e:
