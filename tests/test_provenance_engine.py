@@ -189,6 +189,30 @@ def test_replay_finds_a_changed_blob_and_a_changed_salt(make_shards, tmp_path):
     assert not report.ok and "does not open it (salt or blob changed)" in report.findings[0]
 
 
+@pytest.mark.parametrize("key,value,finding", [
+    ("k", 10**9, "parameter k is 1000000000, not an integer in [1, 6]"),
+    ("slots", "0,1,99", "its slots do not match its inputs"),
+    ("seed", -1, "parameter seed is -1"),
+    ("threads", 0, "parameter threads is 0"),
+    ("device", "cuda", "ran on cuda; replay runs on the CPU"),
+])
+def test_a_signed_but_hostile_record_is_refused_not_run(make_shards, tmp_path, monkeypatch, key, value, finding):
+    # the log's signatures hold, yet a record may still ask replay for absurd work
+    written = LedgerRecorder._gossip_records
+
+    def hostile(self, sim, r, index):
+        items = written(self, sim, r, index)
+        body, signer = items[0]
+        return [(body.model_copy(update={"params": {**body.params, key: value}}), signer), *items[1:]]
+
+    monkeypatch.setattr(LedgerRecorder, "_gossip_records", hostile)
+    sim = make_sim(make_shards([3, 4, 5, 6, 2]), gossip(5, "complete"))
+    recorded(sim, tmp_path, 1)
+    assert audited(tmp_path)[0].ok
+    report = replay(tmp_path / "ledger.db", tmp_path / "ledger-private")
+    assert not report.ok and "\n" not in report.summary() and finding in report.summary()
+
+
 def test_replay_without_kept_updates_says_so(make_shards, tmp_path):
     sim = make_sim(make_shards([3, 4]), Star(2, 0))
     _, summary = recorded(sim, tmp_path, 1, keep_updates=False)

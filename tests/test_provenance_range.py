@@ -51,6 +51,7 @@ def test_a_run_writes_its_ledger_beside_its_metrics_and_reports_it(study_out):
     html = (study_out / "report.html").read_text()
     assert 'id="ledger"' in html and "phalanx audit star/ledger.db --policy star/policy.txt --replay" in html
     assert re.search(r'<img src="data:image/png;base64,[^"]+" alt="provenance of star', html)
+    assert "<code>equivocations</code>" in html  # gossip's per-round count, under Other metrics
 
 
 def test_phalanx_audit_replays_the_runs_and_shows_the_reverted_rounds(study_out):

@@ -66,7 +66,6 @@ KNOWN_KEYS = frozenset(
         "participants",
         "wall_time_s",
         "elapsed_s",
-        "equivocations",
     }
 )
 """Record keys with a place of their own in the report; other numeric keys get a generic plot."""

@@ -15,9 +15,9 @@ item 5):
   evidence of equivocation its receivers found; the aggregate record of every aggregator
   (star: the server; gossip: each receiver), with the inputs used, the inputs rejected and why,
   the rule and its parameters, the result's hash, and what a replay needs (declared f, the
-  generator's seed, torch's thread count, the slots, hiding commitments to any private input);
-  privacy budget
-  entries under DP; then a checkpoint cosigned by the validators (3 of 4 by default);
+  generator's seed, the device and torch's thread count, the slots, hiding commitments to any
+  private input); privacy budget entries under DP; then a checkpoint cosigned by the
+  validators (3 of 4 by default);
 - **a scheduled rollback** (:mod:`.rollback`).
 
 What it sent means: in a star, the update (the model delta) the server received; in gossip,
@@ -248,7 +248,7 @@ class LedgerRecorder(RoundObserver):
     def star_aggregated(self, sim, r, used, updates, weights, context, out) -> None:
         rnd, chain = self.round, sim.aggregator
         rnd.seed = int(context.generator.initial_seed())
-        params = {"topology": "star", "f": int(context.f[0]), "seed": rnd.seed,
+        params = {"topology": "star", "f": int(context.f[0]), "seed": rnd.seed, "device": out.device.type,
                   "threads": torch.get_num_threads(), "weights": "claims" if weights is not None else "none"}
         if chain.needs_root:
             params["root"] = self.private.commit_tensor(self.ids.salt("root", r), context.root[0]).hex()
@@ -411,7 +411,7 @@ class LedgerRecorder(RoundObserver):
             neighbours = sim.table_index[node, 1:][sim.table_mask[node, 1:]].tolist()
             rejected = self._rejections(node, [s for s in neighbours if s not in set(info["senders"])], index)
             params = {"topology": "gossip", "node": node, "f": info["f"], "seed": rnd.seed,
-                      "threads": rnd.threads, "k": info["k"],
+                      "device": sim.rows.device.type, "threads": rnd.threads, "k": info["k"],
                       "chunk": info["chunk"], "slots": ",".join(map(str, info["slots"])),
                       "weights": "mixing" if info["weights"] is not None else "none",
                       "ref": "before" if chain.needs_root else "trained"}

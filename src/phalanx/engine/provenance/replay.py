@@ -85,6 +85,29 @@ class ReplayReport:
                 f"matches{extra}")
 
 
+def on_the_cpu(record: Record) -> None:
+    """Replay runs on the CPU, and matches bit for bit only what ran there."""
+    device = record.body.params.get("device", "cpu")
+    if device != "cpu":
+        raise ReplayMismatch(f"aggregate entry {record.index} ran on {device}; replay runs on the CPU, whose "
+                             "results match another device's only approximately")
+
+
+def number(record: Record, key: str, low: int, high: int, default: int | None = None) -> int:
+    """An integer parameter of the record, within bounds, or a one-line mismatch (a log can be
+    signed and still hostile: no record makes replay allocate or loop without bound)."""
+    value = record.body.params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ReplayMismatch(f"aggregate entry {record.index}: parameter {key} is {value!r}, not an integer "
+                             f"in [{low}, {high}]")
+    return value
+
+
+SEED_MAX = (1 << 64) - 1
+THREADS_MAX = 1024
+F_MAX = 1 << 31
+
+
 @contextmanager
 def torch_threads(n: int):
     """Run with ``n`` torch intra-op threads, then restore the setting."""
@@ -230,6 +253,7 @@ class _Replayer:
             self.report.records += 1
             self.report.refused += 1
             return
+        on_the_cpu(record)
         rows = revealed_star_rows(record, commitments, self.opened)
         if p.get("dp") == "central":
             self._central(record, rows, base)
@@ -239,18 +263,19 @@ class _Replayer:
             if p.get("weights") == "claims":
                 weights = torch.tensor([x.weight for x in body.inputs], dtype=rows.dtype)[None]
             root, previous = self.param_tensor(record, "root"), self.param_tensor(record, "previous")
-            context = Context(f=torch.tensor([int(p["f"])]), root=None if root is None else root[None],
+            context = Context(f=torch.tensor([number(record, "f", 0, F_MAX)]),
+                              root=None if root is None else root[None],
                               previous=None if previous is None else previous[None],
-                              generator=torch.Generator().manual_seed(int(p["seed"])))
+                              generator=torch.Generator().manual_seed(number(record, "seed", 0, SEED_MAX)))
             mask = torch.ones(1, len(rows), dtype=torch.bool)
-            with torch_threads(p.get("threads", 1)):
+            with torch_threads(number(record, "threads", 1, THREADS_MAX, 1)):
                 out = chain.aggregate(rows[None], mask, weights, context)
             self._matches(record, base + out[0])
         self.current[None] = body.result
 
     def _central(self, record: Record, rows: torch.Tensor, base: torch.Tensor) -> None:
         body, p = record.body, record.body.params
-        with torch_threads(p.get("threads", 1)):
+        with torch_threads(number(record, "threads", 1, THREADS_MAX, 1)):
             pre = clip_updates(rows, float(p["clip"]))[0].sum(0)
         if tensor_commitment(self.openings.salt(body.pre_noise), pre) != body.pre_noise:
             raise ReplayMismatch(f"aggregate entry {record.index}: the replayed clipped sum does not open "
@@ -274,13 +299,13 @@ class _Replayer:
         generator = None
         chunks: dict[int, list[Record]] = defaultdict(list)
         for record in records:
-            chunks[int(record.body.params["chunk"])].append(record)
+            chunks[number(record, "chunk", 0, len(self.index.trainers))].append(record)
         for start in sorted(chunks):
             batch = [self._gossip_inputs(r) for r in chunks[start]]
             ready = [b for b in batch if "refused" not in b["record"].body.params]
             if ready:
                 if generator is None:
-                    generator = torch.Generator().manual_seed(int(ready[0]["record"].body.params["seed"]))
+                    generator = torch.Generator().manual_seed(number(ready[0]["record"], "seed", 0, SEED_MAX))
                 self._aggregate(ready, generator)
             for b in batch:
                 if "refused" in b["record"].body.params:
@@ -293,10 +318,14 @@ class _Replayer:
         body, p = record.body, record.body.params
         receiver, r = record.node, body.round
         commitments = self.index.commitments
-        slots = [int(s) for s in str(p["slots"]).split(",")] if p.get("slots") not in (None, "") else []
-        if len(slots) != len(body.inputs) or not slots or slots[0] != 0:
+        k = number(record, "k", 1, len(self.index.trainers) + 1)
+        try:
+            slots = [int(s) for s in str(p.get("slots", "")).split(",")]
+        except ValueError:
+            slots = []
+        if len(slots) != len(body.inputs) or not slots or slots[0] != 0 or slots != sorted(set(slots)) \
+                or slots[-1] >= k:
             raise ReplayMismatch(f"aggregate entry {record.index}: its slots do not match its inputs")
-        k = int(p["k"])
         own_commitment = commitments[body.inputs[0].entry]
         if own_commitment.node != receiver:
             raise ReplayMismatch(f"aggregate entry {record.index}: slot 0 is not the receiver's own update")
@@ -319,6 +348,8 @@ class _Replayer:
 
     def _aggregate(self, batch: list[dict], generator: torch.Generator) -> None:
         first = batch[0]["record"].body
+        for b in batch:
+            on_the_cpu(b["record"])
         chain = build_chain(first.rule, first.params)
         refs = torch.stack([b["ref"] for b in batch])
         msgs = torch.stack([b["rows"] for b in batch]) - refs[:, None, :]
@@ -330,10 +361,10 @@ class _Replayer:
         if chain.stateful:
             previous = torch.stack([b["previous"] if b["previous"] is not None else torch.zeros_like(b["ref"])
                                     for b in batch])
-        context = Context(f=torch.tensor([int(b["record"].body.params["f"]) for b in batch]),
+        context = Context(f=torch.tensor([number(b["record"], "f", 0, F_MAX) for b in batch]),
                           root=torch.stack([b["own"] for b in batch]) - refs if chain.needs_root else None,
                           previous=previous, generator=generator)
-        with torch_threads(first.params.get("threads", 1)):
+        with torch_threads(number(batch[0]["record"], "threads", 1, THREADS_MAX, 1)):
             out = chain.aggregate(msgs, mask, weights, context)
         for b, ref, row in zip(batch, refs, out, strict=True):
             self._matches(b["record"], ref + row)
