@@ -66,7 +66,7 @@ def node_keys(n: int, secret: str = "node") -> list[SigningKey]:
 def register(ledger: Ledger, keys: list[SigningKey]) -> None:
     items = []
     for i, key in enumerate(keys):
-        roles = ["trainer", "validator"] if i == 0 else ["trainer"]
+        roles = ["trainer", "validator"] if i < 3 else ["trainer"]  # the three that vote
         items.append((NodeRegistration(software="phalanx-0.1.0", admission=Admission(kind="invite", evidence=h(i)),
                                        roles=roles), key))
         items.append((DatasetCommitment(name=f"shard{i}", root=h(("data", i)), samples=100 + i), key))
@@ -125,7 +125,8 @@ def submit_the_rest(ledger: Ledger, keys: list[SigningKey], evidence: list[int])
                                                    deadline=5), validator)
     votes = [ledger.submit(GovernanceVote(proposal=proposal, choice="yes"), k)[1] for k in keys[:3]]
     _, activation = ledger.submit(GovernanceActivation(proposal=proposal, votes=votes, round=3), validator)
-    ledger.submit(Rollback(activation=activation, round=1, model=h(("model", 1)), checkpoint=2,
+    # round r's aggregate produced model r + 1; the checkpoint after round 1 had 18 entries
+    ledger.submit(Rollback(activation=activation, round=1, model=h(("model", 2)), checkpoint=18,
                            reason="round 1 was poisoned"), validator)
     ledger.submit(SoftwareRelease(name="phalanx", version="0.1.1", artifact=h("wheel"), notes="fix"), validator)
     new_key = SigningKey.derive("node", "rotated", 1)

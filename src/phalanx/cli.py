@@ -5,7 +5,10 @@
                                                                   attack x defense grid, cached
     phalanx plugins                                               list registered plug-ins
     phalanx schema                                                the scenario reference (Markdown)
-    phalanx audit LEDGER [--log-key VKEY | --policy FILE] [--all] verify a ledger, every byte
+    phalanx audit LEDGER [--log-key VKEY | --policy FILE] [--all] [--replay [--private DIR]]
+                                                                  verify a ledger, every byte; re-run
+                                                                  every aggregate with --replay
+    phalanx trace LEDGER MODEL_HASH [--rounds N] [--summary]      the provenance of a model
     phalanx receipt export LEDGER INDEX [--out FILE]              an offline inclusion proof
     phalanx receipt verify FILE (--policy FILE | --log-key VKEY [--witness VKEY ...]) [--entry FILE]
     phalanx ledger keygen NAME [--cosigner] [--out FILE]          a log or witness key pair
@@ -194,13 +197,27 @@ def audit(
     witness: WitnessOption = None,
     quorum: QuorumOption = None,
     all_: Annotated[bool, typer.Option("--all", help="List every failure, not only the first.")] = False,
+    replay: Annotated[bool, typer.Option(
+        "--replay", help="Also re-run every aggregate from what the protocol revealed (the kept updates).")
+    ] = False,
+    private: Annotated[Optional[Path], typer.Option(
+        "--private", help="The run's salts and kept updates (default: ledger-private beside it).")] = None,
 ) -> None:
-    """Verify every signature, hash, proof and rule of a ledger; exit 1 with the first failure."""
+    """Verify every signature, hash, proof and rule of a ledger; exit 1 with the first failure.
+
+    The structural checks are the ledger's own; the engine adds its checks (no update from a
+    quarantined node, governance quorums, rollbacks naming the model the log held) and, with
+    --replay, re-runs each round's aggregation and checks its result hash.
+    """
+    from phalanx.engine.provenance.checks import EngineChecks
     from phalanx.ledger.audit import audit as run_audit
 
     trust = _trust(policy, log_key, witness or [], quorum)
+    engine = EngineChecks()
     try:
-        report = run_audit(ledger, policy=trust, stop_at_first=not all_)
+        report = run_audit(ledger, policy=trust, checks=engine.checks(), stop_at_first=not all_)
+        if report.ok:
+            report.findings += [_finding("rollback", f) for f in engine.unstored_checkpoints(_sizes(ledger))]
     except Exception as e:  # never a traceback: the audit reports what it found, this is a bug
         raise _fail(f"error: internal error while auditing (please report): {type(e).__name__}: {e}", 3) from None
     if all_:
@@ -209,6 +226,78 @@ def audit(
     if not report.ok:
         raise _fail(report.summary(), 1)
     typer.echo(report.summary())
+    for line in engine.reverted():
+        typer.echo(line)
+    if replay:
+        _replay(ledger, private, all_)
+
+
+def _finding(where: str, what: str):
+    from phalanx.ledger.audit import Finding
+
+    return Finding(where, what)
+
+
+def _sizes(ledger: str) -> set[int]:
+    from phalanx.ledger.log import Ledger
+
+    with Ledger.open(ledger, readonly=True) as opened:
+        return {c.checkpoint.size for c in opened.checkpoints()}
+
+
+def _replay(ledger: str, private: Optional[Path], all_: bool) -> None:
+    from phalanx.engine.provenance import PRIVATE_DIR
+    from phalanx.engine.provenance.replay import replay as run_replay
+
+    if private is None:
+        if "://" in ledger:
+            raise _fail("error: --replay of a database by URL needs --private DIR (its ledger-private)", 2)
+        private = Path(ledger).parent / PRIVATE_DIR
+    if not private.is_dir():
+        raise _fail(f"error: {private}: no such folder; --replay needs the run's kept updates and salts "
+                    "(the scenario's ledger.keep_updates)", 2)
+    try:
+        report = run_replay(ledger, private, stop_at_first=not all_)
+    except Exception as e:  # never a traceback
+        raise _fail(f"error: internal error while replaying (please report): {type(e).__name__}: {e}",
+                    3) from None
+    if all_:
+        for finding in report.findings[1:]:
+            err.print(f"  also: {finding}", markup=False)
+    if not report.ok:
+        raise _fail(report.summary(), 1)
+    typer.echo(f"{report.summary()} ({report.seconds:.1f} s)")
+
+
+@app.command()
+def trace(
+    ledger: Annotated[str, typer.Argument(help="The ledger: a SQLite file or a postgresql:// URL.")],
+    model: Annotated[str, typer.Argument(help="The model's SHA-256 in hex (a unique prefix of 8 or more).")],
+    rounds: Annotated[Optional[int], typer.Option(min=1, help="Show only the latest N rounds.")] = None,
+    summary: Annotated[bool, typer.Option(help="One line per aggregate, without its updates.")] = False,
+) -> None:
+    """Print a model's provenance: rounds, the nodes and datasets behind each update, rejections."""
+    from phalanx.ledger.log import Ledger
+    from phalanx.ledger.storage import StorageError
+    from phalanx.ledger.trace import LedgerIndex, TraceError, format_trace
+    from phalanx.ledger.trace import trace as run_trace
+
+    try:
+        with Ledger.open(ledger, readonly=True) as opened:
+            index = LedgerIndex.build(opened.entries())
+    except (StorageError, ValueError) as e:
+        raise _fail(f"error: {e}", 2) from None
+    wanted = model.strip().lower()
+    if len(wanted) < 8 or any(c not in "0123456789abcdef" for c in wanted) or len(wanted) > 64:
+        raise _fail(f"error: model {model[:80]!r}: give its SHA-256 in hex (at least 8 digits)", 2)
+    found = sorted({r.body.result for r in index.records if r.body.result.hex().startswith(wanted)})
+    if len(found) != 1:
+        what = "no model in this log matches" if not found else f"{len(found)} models in this log match"
+        raise _fail(f"error: {what} {wanted}", 1)
+    try:
+        typer.echo(format_trace(run_trace(index, found[0]), rounds=rounds, updates=not summary), nl=False)
+    except TraceError as e:
+        raise _fail(f"error: {e}", 1) from None
 
 
 @receipt_app.command("export")

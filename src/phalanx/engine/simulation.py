@@ -43,6 +43,7 @@ from phalanx.core.seeding import derive_seed, generator
 from phalanx.defenses import cap_claims, finite_rows, shape_ok
 from phalanx.engine.faults import FaultSchedule
 from phalanx.engine.secure import SecureAggregation, exposed_honest
+from phalanx.engine.observer import RoundObserver
 from phalanx.models.flat import FlatModel
 from phalanx.network import Gossip, Star
 from phalanx.privacy.client import clip_updates, gaussian
@@ -80,6 +81,7 @@ class Simulation:
     privacy: PrivacyPlan | None = None  # differential privacy: mechanism, noise, spend per node
     keep_released: bool = False  # keep what each node last sent and the model it trained from
     secure: SecureAggregation | None = None  # star: bucketed secure aggregation (engine/secure.py)
+    observer: RoundObserver | None = None  # told what each round sends and aggregates (the ledger)
     events: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -159,7 +161,12 @@ class Simulation:
 
     def step(self, r: int) -> dict:
         """Run round ``r`` (train, attack, exchange, aggregate) without evaluating."""
-        return self._star_round(r) if self.topology.kind == "star" else self._gossip_round(r)
+        if self.observer is not None:
+            self.observer.round_started(self, r)
+        info = self._star_round(r) if self.topology.kind == "star" else self._gossip_round(r)
+        if self.observer is not None:
+            info.update(self.observer.round_finished(self, r, info))
+        return info
 
     # -- privacy ----------------------------------------------------------------------------
     def _privacy_spent(self) -> dict:
@@ -238,10 +245,12 @@ class Simulation:
             declared_f=declared_f if knows_defense else 0, n_rows=n_rows, own_counts=own_counts,
         )
 
-    def _reject(self, r: int, senders: torch.Tensor, why: str) -> int:
+    def _reject(self, r: int, senders: torch.Tensor, why: str, receivers: torch.Tensor | None = None) -> int:
         """Count dropped rows as evidence against their senders; log one event per round and cause."""
         if len(senders) == 0:
             return 0
+        if self.observer is not None:
+            self.observer.rejected(self, r, senders, why, receivers)
         counts = torch.bincount(senders.cpu(), minlength=len(self.rejected))
         self.rejected += counts
         who = counts.nonzero().squeeze(1).tolist()
@@ -288,6 +297,8 @@ class Simulation:
             claimed = self.update_attack.claims(view)
             if claimed is not None:
                 claims[bad] = torch.as_tensor(claimed, dtype=claims.dtype, device=claims.device)
+        if self.observer is not None:
+            self.observer.star_sent(self, r, part, updates, claims)
         finite = finite_rows(updates)
         rejected += self._reject(r, part[keep & ~finite], "non-finite")
         keep &= finite
@@ -313,6 +324,8 @@ class Simulation:
         else:
             out = self.aggregator.aggregate(updates[None], mask,
                                             None if weights is None else weights[None], context)
+        if self.observer is not None:
+            self.observer.star_aggregated(self, r, part[keep], updates, weights, context, out)
         if self.aggregator.stateful:
             self.previous = out.clone()
         self.global_row += out[0]
@@ -344,6 +357,8 @@ class Simulation:
                 plan.record_bucket(senders[members][honest[members]].tolist(), len(bucket))
         else:
             means, _ = sec.reveal(r, updates, buckets)
+        if self.observer is not None:
+            self.observer.star_revealed(self, r, senders, buckets, means, f_b)
         mask = torch.ones(1, len(buckets), dtype=torch.bool, device=updates.device)
         context = replace(context, f=torch.tensor([f_b], device=updates.device))
         return self.aggregator.aggregate(means[None], mask, None, context), extra
@@ -403,6 +418,8 @@ class Simulation:
                 crafted, sending[part[bad]] = None, False  # what they send is unusable
             else:
                 crafted = crafted.to(self.rows.dtype)
+        if self.observer is not None:
+            self.observer.gossip_sent(self, r, part, sent, before, crafted)
         live_nb = (self.table_mask & alive[self.table_index])[:, 1:].any(1)
         chain = self.aggregator
         if chain.stateful and self.previous is None:
@@ -437,7 +454,7 @@ class Simulation:
             bad_rows = mask & ~finite
             bad_rows[:, 0] = False  # a receiver does not reject itself
             if bool(bad_rows.any()):
-                rejected += self._reject(r, idx[bad_rows], "non-finite")
+                rejected += self._reject(r, idx[bad_rows], "non-finite", recv[bad_rows.nonzero()[:, 0]])
                 mask = mask & ~bad_rows
             own_rows = self.rows[recv]
             # the frame rows are given in: relative to the receiver's trained model, or, for a
@@ -447,6 +464,8 @@ class Simulation:
             counts = mask.sum(1)
             f_r = self.gossip_f[recv]
             ok = chain.admissible(counts, f_r)
+            if self.observer is not None:
+                self.observer.gossip_chunk(self, r, start, recv, idx, mask, msgs, ref, ok, f_r, agg_gen)
             out = torch.zeros_like(own_rows)
             sel = ok.nonzero().squeeze(1)
             if len(sel):

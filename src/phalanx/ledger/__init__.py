@@ -37,12 +37,15 @@ from phalanx.ledger.entries import (
     Rollback,
     SoftwareRelease,
     UpdateCommitment,
+    UpdateEquivocation,
     decode_entry,
+    envelope_message,
     make_body,
     rotate_key,
     sign_entry,
 )
 from phalanx.ledger.equivocation import Equivocation, EvidenceError, verify_equivocation
+from phalanx.ledger.evidence import evidence_check
 from phalanx.ledger.log import Cosigner, Ledger, Published, RejectedEntry
 from phalanx.ledger.note import (
     SIG_COSIGNATURE,
@@ -71,7 +74,7 @@ __all__ = [
     "MemoryWitnessState", "NodeRegistration", "Note", "NoteError", "NoteVerificationError", "Policy", "PolicyError",
     "PrivacyBudget", "Published", "Quarantine", "Receipt", "ReceiptError", "Rejection", "RejectedEntry", "Reputation",
     "Rollback", "SIG_COSIGNATURE", "SIG_ED25519", "SignedCheckpoint", "Signer", "SoftwareRelease", "StorageError",
-    "StructureError", "UpdateCommitment", "VerifiedReceipt", "Verifier", "Witness", "WitnessError", "audit",
-    "decode_entry", "make_body", "open_checkpoint", "parse_note", "parse_private_key", "parse_vkey", "rotate_key",
+    "StructureError", "UpdateCommitment", "UpdateEquivocation", "VerifiedReceipt", "Verifier", "Witness", "WitnessError", "audit",
+    "decode_entry", "envelope_message", "evidence_check", "make_body", "open_checkpoint", "parse_note", "parse_private_key", "parse_vkey", "rotate_key",
     "sign_checkpoint", "sign_entry", "verify_equivocation", "verify_note", "verify_receipt",
 ]

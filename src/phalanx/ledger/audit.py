@@ -11,6 +11,7 @@ checks each one, from the store alone:
    columns are what the encoding says; its submitter's signature holds for this log; it passes
    the structural rules of :mod:`.state` (registered keys, no replay, references to earlier
    entries of the right type, update commitments from nodes that committed the dataset);
+   equivocation evidence re-verified from the signed envelope it carries (:mod:`.evidence`);
    then any extra checks the caller adds (the engine's quarantine, governance and replay checks);
 4. **every checkpoint**, in order: numbered 0.., sizes increasing; the note is a checkpoint of
    this log, signed by the log, and *every* signature line on it is from a known key and
@@ -40,6 +41,7 @@ from phalanx.core.keys import KeyFormatError, SignatureError, VerifyKey
 from phalanx.core.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency
 from phalanx.ledger.checkpoint import Checkpoint, CheckpointError
 from phalanx.ledger.entries import Entry, EntryError, decode_entry
+from phalanx.ledger.evidence import evidence_check
 from phalanx.ledger.log import read_signed_meta
 from phalanx.ledger.note import NoteError, Verifier, parse_note, parse_vkey, verify_note
 from phalanx.ledger.policy import Policy, PolicyError
@@ -151,6 +153,7 @@ def _audit(store: Store, a: _Auditor, log_key, policy, checks, workers) -> None:
     if log not in policy.logs:
         a.fail("policy", f"the policy does not list this ledger's log key {log.vkey}")
     tree, state = MerkleTree(), LedgerState()
+    checks = (evidence_check(origin), *checks)
     if workers is None:
         workers = (os.cpu_count() or 1) if store.count_entries() > 10_000 else 0
     _audit_entries(store, a, origin, tree, state, checks, workers)

@@ -25,9 +25,13 @@ class BlobError(Exception):
 
 
 class BlobStore:
-    def __init__(self, root: str | Path, *, keep: bool = True):
+    """``keep``: store the bytes (else only hash them). ``sync``: flush each blob to disk before it
+    is named (a simulated run turns it off: its blobs are rewritten by running it again)."""
+
+    def __init__(self, root: str | Path, *, keep: bool = True, sync: bool = True):
         self.root = Path(root)
         self.keep = keep
+        self.sync = sync
 
     def path(self, digest: bytes) -> Path:
         h = digest.hex()
@@ -46,8 +50,9 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if self.sync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -42,6 +42,7 @@ from phalanx.core.merkle import leaf_hash
 ENTRY_VERSION = 1
 ENTRY_DOMAIN = b"phalanx.ledger/entry/v1\n"
 ROTATION_DOMAIN = b"phalanx.ledger/key-rotation/v1\n"
+ENVELOPE_DOMAIN = b"phalanx.ledger/update-envelope/v1\n"
 MAX_ENTRY_SIZE = 256 * 1024
 
 
@@ -136,12 +137,21 @@ class NodeRegistration(Body):
 
 @entry_type("dataset_commitment")
 class DatasetCommitment(Body):
-    """A node commits to its dataset: a (salted) Merkle root over its samples, and their count."""
+    """A node commits to its dataset: a (salted) Merkle root over its samples, and their count,
+    either in the clear (``samples``) or hidden with the label histogram under a salt (``stats``,
+    :mod:`phalanx.data.commitment`), since a public count defeats a hidden claimed count."""
 
     name: Name
     root: Hash
-    samples: Annotated[int, Field(ge=0, lt=1 << 63)]
+    samples: Annotated[int, Field(ge=0, lt=1 << 63)] | None = Field(None, description="the sample count, if public")
+    stats: Hash | None = Field(None, description="hiding commitment to the sample count and label histogram")
     description: Note = ""
+
+    @model_validator(mode="after")
+    def _count_given(self):
+        if self.samples is None and self.stats is None:
+            raise ValueError("give the sample count (samples) or a commitment to it (stats)")
+        return self
 
 
 @entry_type("update_commitment")
@@ -194,6 +204,23 @@ class AggregateRecord(Body):
         if (self.pre_noise is None) != (self.released is None):
             raise ValueError("pre_noise and released come together (central DP) or not at all")
         return self
+
+
+@entry_type("update_equivocation")
+class UpdateEquivocation(Body):
+    """Evidence, logged by a receiver, that a node sent it an update other than the one it committed.
+
+    Every message carries the sender's signed envelope (:func:`envelope_message`) over the hiding
+    commitment of what it holds, under the salt the sender gave its receivers. An envelope over
+    another commitment than the sender's logged one for the same round is two signed statements
+    that cannot both be true: anyone can re-check it from the log alone (:mod:`.evidence`).
+    """
+
+    round: Round
+    node: Hash = Field(description="the sender's node ID")
+    commitment: Index = Field(description="the sender's update commitment of the round")
+    received: Hash = Field(description="hiding commitment to the update received, under the sender's salt")
+    envelope: Signature = Field(description="the sender's signature over the envelope of what it sent")
 
 
 @entry_type("quarantine")
@@ -301,6 +328,13 @@ class Rollback(Body):
 
 def _signed_message(origin: str, unsigned: bytes) -> bytes:
     return ENTRY_DOMAIN + origin.encode() + b"\n" + unsigned
+
+
+def envelope_message(origin: str, round_: int, receiver: bytes, update: bytes) -> bytes:
+    """What a sender signs with each update it sends: the log, the round, the receiving node's ID
+    and the hiding commitment to the bytes sent (see :class:`UpdateEquivocation`)."""
+    return ENVELOPE_DOMAIN + origin.encode() + b"\n" + encode({"round": round_, "receiver": bytes(receiver),
+                                                               "update": bytes(update)})
 
 
 def rotation_message(origin: str, old_key: bytes, new_key: bytes) -> bytes:

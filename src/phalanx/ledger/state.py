@@ -42,6 +42,7 @@ from phalanx.ledger.entries import (
     Reputation,
     Rollback,
     UpdateCommitment,
+    UpdateEquivocation,
 )
 
 #: Entry types whose content changes the state beyond their type, key, seq and round.
@@ -129,6 +130,12 @@ class LedgerState:
                     if self.rounds.get(ref) != body.round:
                         raise StructureError(f"aggregate_record: {what} entry {ref} is an update of round "
                                              f"{self.rounds.get(ref)}, not {body.round}")
+        elif isinstance(body, UpdateEquivocation):
+            self._node(entry.type, body.node)
+            self._ref(index, entry.type, "commitment", body.commitment, "update_commitment")
+            if self.rounds.get(body.commitment) != body.round:
+                raise StructureError(f"update_equivocation: commitment entry {body.commitment} is an update of "
+                                     f"round {self.rounds.get(body.commitment)}, not {body.round}")
         elif isinstance(body, (Quarantine, Reputation)):
             self._node(entry.type, body.node)
             for ref in body.evidence:

@@ -210,10 +210,13 @@ class Grid:
 
 
 def config_key(config: Scenario | Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a resolved configuration, without name and description."""
+    """SHA-256 of the canonical JSON of a resolved configuration, without name and description
+    (and without the ledger section when the ledger is off: it changes nothing a cell computes)."""
     data = config.model_dump(mode="json") if isinstance(config, Scenario) else dict(config)
     data.pop("name", None)
     data.pop("description", None)
+    if not (data.get("ledger") or {}).get("enabled", False):
+        data.pop("ledger", None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -256,7 +259,9 @@ def load_grid(path: Path, overrides: Mapping[str, Any] | None = None,
         chosen=spec.chosen if spec.chosen in [e.label for e in axes["defenses"]] else None,
         baseline=spec.baseline, criteria=spec.criteria, notes=notes,
     )
-    cells = expand(spec.base, axes, spec.seeds, str(path))
+    # a grid writes no ledger unless its base says how (e.g. ledger: {keep_updates: false})
+    base = {"ledger": {"enabled": False}, **spec.base}
+    cells = expand(base, axes, spec.seeds, str(path))
     return Grid(name=spec.grid or path.stem, description=spec.description, source=str(path),
                 layout=layout, cells=cells)
 
@@ -500,6 +505,7 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
 
     Never raises for a failing cell: the result then has ``status: failed`` and ``error``.
     """
+    from phalanx.range import recording
     from phalanx.range.runner import build
 
     key = config_key(config)
@@ -508,7 +514,9 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
         scenario = Scenario.model_validate(config)
         import_plugins(scenario.plugins)
         built = build(scenario)
+        recorder = recording.attach(built, Path(cells_dir) / key)
         records = list(built.simulation.run(scenario.rounds))
+        ledger = recording.finish(recorder, built, Path(cells_dir) / key) if recorder is not None else None
     except Exception as e:  # noqa: BLE001  (a cell may fail in any way; the grid goes on)
         text = f"{type(e).__name__}: {e}".strip().splitlines()
         return {"status": "failed", "config_sha256": key, "error": text[0] if text else repr(e),
@@ -522,7 +530,7 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
         "events": built.events + built.simulation.events, "malicious": built.malicious,
         "defense": _defense_name(built.simulation.aggregator),
         "wall_time_s": round(time.perf_counter() - t0, 3), "phalanx": phalanx.__version__,
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "ledger": ledger,
     }
     _write_atomic(Path(cells_dir) / f"{key}.json", result)
     return result

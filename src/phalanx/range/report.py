@@ -33,6 +33,7 @@ from typing import Any
 import jinja2
 import markupsafe
 import matplotlib
+import matplotlib.patches
 
 # Headless rendering, no display needed; every pyplot figure below is closed after use.
 matplotlib.use("Agg")
@@ -154,6 +155,8 @@ def render_report(summary: Mapping[str, Any], records: Mapping[str, Sequence[Map
         graphs=[p for p in (graph_plot(run) for run in runs) if p is not None],
         leakage=leakage_rows(runs),
         leakage_plot=leakage_plot(runs),
+        ledgers=ledger_rows(runs),
+        provenance=[p for p in (provenance_plot(run) for run in runs) if p is not None],
         configs=[config_block(run) for run in runs],
         manifest=manifest_rows(manifest),
         seeds=[str(s) for s in (manifest.get("seeds") or [])],
@@ -318,6 +321,81 @@ def leakage_plot(runs: Sequence[Run]) -> Plot | None:
         ax.legend(fontsize=7, frameon=False)
         fig.subplots_adjust(left=0.72 / 5.4, right=0.97, bottom=0.5 / 3.3, top=1 - 0.33 / 3.3)
         return Plot(title="leakage", uri=png_uri(fig), alt="membership AUC against epsilon per run")
+
+
+def ledger_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
+    """One row per run that wrote a ledger (:mod:`phalanx.range.recording`), already formatted."""
+    rows = []
+    for run in runs:
+        ledger = run.info.get("ledger")
+        if not isinstance(ledger, Mapping):
+            continue
+        folder = ledger_folder(run)
+        equivocation = ledger.get("equivocation") or {}
+        rollbacks = ledger.get("rollbacks") or []
+        trace = ledger.get("trace") or {}
+        rows.append({
+            "name": run.name, "color": run.color,
+            "entries": str(ledger.get("entries", "—")), "checkpoints": str(ledger.get("checkpoints", "—")),
+            "validators": str(ledger.get("validators", "—")),
+            "kept": "yes" if ledger.get("keep_updates") else "hashes only",
+            "model": f"{trace.get('whose', 'model')} {str(trace.get('model') or '')[:16]}",
+            "equivocation": ", ".join(f"node {k}: {v}" for k, v in equivocation.items()) or "none",
+            "rollback": "; ".join(f"at round {r['at']} to round {r['to_round']}: {r['reason']}"
+                                  for r in rollbacks) or "none",
+            "audit": f"phalanx audit {folder}/ledger.db --policy {folder}/policy.txt"
+                     + (" --replay" if ledger.get("keep_updates") else ""),
+        })
+    return rows
+
+
+#: Provenance picture colours: absent, used, rejected, equivocated (codes of phalanx.ledger.trace).
+PROVENANCE_COLORS = ("#f2f2f2", "#4c9a5b", "#c8423b", "#e69b23")
+
+
+def ledger_folder(run: Run) -> str:
+    ledger = run.info.get("ledger")
+    return str(ledger.get("folder") or "RUN") if isinstance(ledger, Mapping) else "RUN"
+
+
+def provenance_plot(run: Run) -> Plot | None:
+    """Which node's update of which round went into the run's final model (rounds on y, nodes on
+    x); ``None`` for a run without a ledger."""
+    ledger = run.info.get("ledger")
+    trace = ledger.get("trace") if isinstance(ledger, Mapping) else None
+    if not isinstance(trace, Mapping) or not trace.get("grid"):
+        return None
+    grid = np.asarray(trace["grid"], dtype=float)
+    rounds, nodes = grid.shape
+    height = min(max(2.4, 0.16 * rounds + 1.2), 7.0)
+    with _figure(10.0, height) as fig:
+        ax = fig.add_subplot()
+        cmap = mcolors.ListedColormap(PROVENANCE_COLORS)
+        ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-0.5, vmax=3.5, interpolation="nearest",
+                  origin="upper", extent=(-0.5, nodes - 0.5, rounds + 0.5, 0.5))
+        for r in trace.get("reverted") or []:
+            if r.get("rounds"):
+                ax.axhspan(min(r["rounds"]) - 0.5, max(r["rounds"]) + 0.5, color="0.55", alpha=0.35, lw=0)
+                ax.text(nodes - 0.5, min(r["rounds"]) - 0.5, mpl_text(f" reverted at round {r['at']}"),
+                        fontsize=7, va="top", ha="right", color="0.2")
+        ax.set_xlabel("node")
+        ax.set_ylabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        model = str(trace.get("model") or "")[:16]
+        whose = trace.get("whose", "the model")
+        ax.set_title(mpl_text(f"{_short(run.name, 40)}: provenance of {whose} {model}"), fontsize=10)
+        handles = [matplotlib.patches.Patch(color=c, label=label) for c, label in
+                   zip(PROVENANCE_COLORS[1:], ("update used", "rejected", "equivocation"), strict=True)]
+        ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.subplots_adjust(left=0.07, right=0.86, bottom=0.5 / height, top=1 - 0.35 / height)
+        bad = run.info.get("malicious") or []
+        return Plot(title=run.name, uri=png_uri(fig),
+                    alt=f"provenance of {run.name}'s final model: {rounds} rounds by {nodes} nodes",
+                    caption=f"{trace.get('records', 0)} aggregate records behind this model"
+                            + (f"; malicious nodes: {', '.join(map(str, bad))}" if bad else "")
+                            + f"; phalanx trace {ledger_folder(run)}/ledger.db {model} prints them")
 
 
 def event_rows(runs: Sequence[Run]) -> list[dict[str, str]]:

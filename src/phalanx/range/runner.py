@@ -5,6 +5,8 @@ Output layout (``--out DIR``)::
     DIR/summary.json            every run's configuration, final metrics, events, partition,
                                 and a manifest (versions, commit, config hashes, seeds)
     DIR/<run>/metrics.jsonl     one JSON record per round
+    DIR/<run>/ledger.db         the run's tamper-evident ledger, with policy.txt and ledger-private/
+                                beside it (unless the scenario turns it off: range/recording.py)
     DIR/report.html             self-contained report (plots embedded, opens offline)
 
 Everything random derives from the scenario seed (:mod:`phalanx.core.seeding`), so the same seed
@@ -269,6 +271,7 @@ def _commit() -> str:
 def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
               progress: bool = True) -> dict[str, Any]:
     """Run every scenario, write all outputs under ``out_dir``, return the summary."""
+    from phalanx.range import recording
     from phalanx.range.progress import StudyProgress
     from phalanx.range.report import write_report
 
@@ -293,6 +296,7 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
             run_dir = out_dir / slug(s.name)
             run_dir.mkdir(parents=True, exist_ok=True)
             task = bar.add(s.name, s.rounds)
+            recorder = recording.attach(b, run_dir)
             rows: list[dict] = []
             with (run_dir / "metrics.jsonl").open("w") as fh:
                 for record in b.simulation.run(s.rounds):
@@ -301,6 +305,8 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
                     bar.advance(task, record)
             records[s.name] = rows
             summary["runs"].append(_run_summary(b, rows))
+            if recorder is not None:
+                summary["runs"][-1]["ledger"] = recording.finish(recorder, b, run_dir)
             if s.leakage is not None:
                 from phalanx.range.leakage import evaluate
 

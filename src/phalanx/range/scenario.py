@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from phalanx.core import PluginError, Registry
 
@@ -195,6 +195,39 @@ class LeakageSpec(Strict):
         100, description="Optimiser iterations per sample (L-BFGS for DLG, Adam for inverting gradients).")
 
 
+def _printable(value: str) -> str:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+class RollbackSpec(Strict):
+    at: Annotated[int, Field(ge=2)] = Field(description="Round at whose start the validators roll back.")
+    to_round: Annotated[int, Field(ge=0)] = Field(
+        description="Round whose model the network resumes from (0: the starting model).")
+    reason: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)] = Field(
+        "scheduled by the scenario", description="Why, as the rollback entry says.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RollbackSpec":
+        if self.to_round > self.at - 2:
+            raise ValueError(f"to_round ({self.to_round}) must be at most at - 2 ({self.at - 2}): "
+                             "a rollback reverts at least one round")
+        return self
+
+
+class LedgerSpec(Strict):
+    enabled: bool = Field(True, description="Write the run's tamper-evident ledger, OUT/<run>/ledger.db.")
+    keep_updates: bool = Field(
+        True, description="Keep the bytes and salts behind every commitment in OUT/<run>/ledger-private, so the audit can replay each aggregate; off: hashes only.")
+    validators: Annotated[int, Field(ge=1, le=100)] = Field(
+        4, description="Validators who cosign checkpoints and vote: 3f + 1 of them, 2f + 1 make a checkpoint final.")
+    checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1, description="Checkpoint every k rounds (and at the end).")
+    rollback: RollbackSpec | None = Field(
+        None, description="A governance-approved rollback, e.g. {at: 6, to_round: 3} (null: none).")
+
+
 class EvalSpec(Strict):
     every: Annotated[int, Field(ge=1, le=100_000)] = Field(1, description="Evaluate every k rounds.")
 
@@ -262,6 +295,7 @@ class Scenario(Strict):
     secure_aggregation: SecureAggregationSpec | None = Field(
         None, description="Star only: bucketed secure aggregation (null: the server sees every update).")
     leakage: LeakageSpec | None = Field(None, description="After the run, attack its privacy (null: no attack).")
+    ledger: LedgerSpec = Field(LedgerSpec(), description="The run's tamper-evident ledger (grids turn it off).")
     eval: EvalSpec = EvalSpec()
 
     @model_validator(mode="after")
@@ -294,6 +328,13 @@ class Scenario(Strict):
             if self.privacy.accountant != "rdp":
                 raise _FieldError("privacy.accountant", self.privacy.accountant,
                                   "distributed (Skellam) noise is accounted in RDP only")
+        rollback = self.ledger.rollback
+        if rollback is not None:
+            if not self.ledger.enabled:
+                raise _FieldError("ledger.rollback", rollback.model_dump(), "a rollback is logged: it needs "
+                                  "ledger.enabled")
+            if rollback.at > self.rounds:
+                raise _FieldError("ledger.rollback.at", rollback.at, f"after the last round ({self.rounds})")
         if self.privacy.mechanism == "central":
             if self.topology.name != "star":
                 raise _FieldError("privacy.mechanism", "central",
