@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +82,7 @@ class Simulation:
     keep_released: bool = False  # keep what each node last sent and the model it trained from
     secure: SecureAggregation | None = None  # star: bucketed secure aggregation (engine/secure.py)
     observer: RoundObserver | None = None  # told what each round sends and aggregates (the ledger)
+    trainer: Any = None  # trains elsewhere (engine/ray_backend.py RayTraining); None: in this process
     events: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -228,9 +229,13 @@ class Simulation:
     def _train(self, r: int, nodes: torch.Tensor) -> None:
         g = generator(self.seed, "round", r, "shuffle")
         dp = self.privacy.dpsgd() if self.privacy is not None else None
-        train_nodes(self.flat_model, self.rows, nodes.to(self.rows.device), self.shards, self.sgd,
-                    g, self.strategy, self.chunk_size, self.workers, dp=dp,
-                    noise_seed=derive_seed(self.seed, "round", r, "dp-sgd-noise"))
+        noise_seed = derive_seed(self.seed, "round", r, "dp-sgd-noise")
+        if self.trainer is not None:
+            self.trainer.train(self.rows, nodes.to(self.rows.device), self.sgd, g, self.strategy, dp,
+                               noise_seed)
+        else:
+            train_nodes(self.flat_model, self.rows, nodes.to(self.rows.device), self.shards, self.sgd,
+                        g, self.strategy, self.chunk_size, self.workers, dp=dp, noise_seed=noise_seed)
         if self.privacy is not None:
             self.privacy.record(nodes.cpu())
 

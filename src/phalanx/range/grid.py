@@ -514,9 +514,13 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
         scenario = Scenario.model_validate(config)
         import_plugins(scenario.plugins)
         built = build(scenario)
-        recorder = recording.attach(built, Path(cells_dir) / key)
-        records = list(built.simulation.run(scenario.rounds))
-        ledger = recording.finish(recorder, built, Path(cells_dir) / key) if recorder is not None else None
+        try:
+            recorder = recording.attach(built, Path(cells_dir) / key)
+            records = list(built.simulation.run(scenario.rounds))
+            ledger = recording.finish(recorder, built, Path(cells_dir) / key) if recorder is not None else None
+        finally:
+            if built.simulation.trainer is not None:
+                built.simulation.trainer.close()
     except Exception as e:  # noqa: BLE001  (a cell may fail in any way; the grid goes on)
         text = f"{type(e).__name__}: {e}".strip().splitlines()
         return {"status": "failed", "config_sha256": key, "error": text[0] if text else repr(e),

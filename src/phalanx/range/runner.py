@@ -166,6 +166,15 @@ def build(scenario: Scenario) -> BuiltRun:
         root_shards=root_shards, privacy=privacy, keep_released=s.leakage is not None,
         secure=_secure_aggregation(s),
     )
+    if s.engine == "ray":
+        from phalanx.engine.ray_backend import RayTraining
+
+        with torch.random.fork_rng(devices=[]):
+            template = factory()
+        try:
+            simulation.trainer = RayTraining(template, shards, s.ray.workers, s.ray.address, str(device))
+        except RuntimeError as e:
+            raise RunError(str(e)) from None
     partition = {
         "partitioner": s.data.partition.name, "params": s.data.partition.params,
         "sizes": [len(p) for p in parts], "label_histogram": histogram.tolist(),
@@ -298,11 +307,15 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
             task = bar.add(s.name, s.rounds)
             recorder = recording.attach(b, run_dir)
             rows: list[dict] = []
-            with (run_dir / "metrics.jsonl").open("w") as fh:
-                for record in b.simulation.run(s.rounds):
-                    rows.append(record)
-                    fh.write(json.dumps(record) + "\n")
-                    bar.advance(task, record)
+            try:
+                with (run_dir / "metrics.jsonl").open("w") as fh:
+                    for record in b.simulation.run(s.rounds):
+                        rows.append(record)
+                        fh.write(json.dumps(record) + "\n")
+                        bar.advance(task, record)
+            finally:
+                if b.simulation.trainer is not None:
+                    b.simulation.trainer.close()
             records[s.name] = rows
             summary["runs"].append(_run_summary(b, rows))
             if recorder is not None:

@@ -228,6 +228,13 @@ class LedgerSpec(Strict):
         None, description="A governance-approved rollback, e.g. {at: 6, to_round: 3} (null: none).")
 
 
+class RaySpec(Strict):
+    workers: Annotated[int, Field(ge=1, le=4096)] = Field(
+        2, description="Ray actors the nodes are sharded over (node i trains on actor i mod workers).")
+    address: str | None = Field(
+        None, description="An existing Ray cluster to join ('auto', 'ray://head:10001'); null starts a local one.")
+
+
 class EvalSpec(Strict):
     every: Annotated[int, Field(ge=1, le=100_000)] = Field(1, description="Evaluate every k rounds.")
 
@@ -296,6 +303,9 @@ class Scenario(Strict):
         None, description="Star only: bucketed secure aggregation (null: the server sees every update).")
     leakage: LeakageSpec | None = Field(None, description="After the run, attack its privacy (null: no attack).")
     ledger: LedgerSpec = Field(LedgerSpec(), description="The run's tamper-evident ledger (grids turn it off).")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Where local training runs: in this process, or sharded over Ray actors.")
+    ray: RaySpec = RaySpec()
     eval: EvalSpec = EvalSpec()
 
     @model_validator(mode="after")
