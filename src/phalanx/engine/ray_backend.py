@@ -22,6 +22,7 @@ existing cluster, whose scheduler then places the actors on its machines.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +52,17 @@ class _ShardTrainer:
         self.shards = Shards(x.to(self.device), y.to(self.device), index.to(self.device), sizes.to(self.device))
 
     def train(self, rows: torch.Tensor, ids: torch.Tensor, plan: torch.Tensor, active: torch.Tensor | None,
-              config: SGDConfig, strategy: str, dp: Any, noise_seed: int) -> torch.Tensor:
+              config: SGDConfig, strategy: str, dp: Any, noise_seed: int) -> tuple[torch.Tensor, float]:
+        """The block's trained rows and the seconds the training itself took."""
+        start = time.perf_counter()
         rows = rows.to(self.device)
         local = torch.arange(len(ids), device=self.device)
         train_planned(self.fm, rows, local, self.shards, config, plan.to(self.device),
                       None if active is None else active.to(self.device), strategy, 0, 1, dp,
                       noise_seed, ids=ids.to(self.device))
-        return rows.cpu()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return rows.cpu(), time.perf_counter() - start
 
 
 @dataclass
@@ -69,6 +74,7 @@ class RayTraining:
     workers: int = 2
     address: str | None = None
     device: str = "cpu"
+    timings: list[dict] = field(default_factory=list, init=False)  # per round: wall and training seconds
     _actors: list = field(default_factory=list, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
 
@@ -100,6 +106,7 @@ class RayTraining:
         if not self._actors:
             self._start()
         ray = _ray()
+        start = time.perf_counter()
         plan, active = make_plan(self.shards, nodes, config, generator, dp is not None)
         owner = nodes % self.workers
         jobs, blocks = [], []
@@ -112,8 +119,13 @@ class RayTraining:
                                            None if active is None else active[pick].cpu(),
                                            config, strategy, dp, noise_seed))
             blocks.append(ids)
-        for ids, trained in zip(blocks, ray.get(jobs)):
+        results = ray.get(jobs)
+        for ids, (trained, _) in zip(blocks, results):
             rows[ids] = trained.to(rows.device)
+        # the slowest actor's training bounds the round; the rest is planning, shipping rows and
+        # plans out and back, and Ray's scheduling: the backend's communication overhead
+        self.timings.append({"wall_s": time.perf_counter() - start,
+                             "train_s": max(seconds for _, seconds in results)})
 
     def close(self) -> None:
         ray = _ray()
