@@ -45,6 +45,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
+from phalanx.range.defense_report import defense_rows, swarm_rows  # noqa: E402
+
 __all__ = ["CSP", "KNOWN_KEYS", "render_report", "write_report"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -154,6 +156,8 @@ def render_report(summary: Mapping[str, Any], records: Mapping[str, Sequence[Map
         graphs=[p for p in (graph_plot(run) for run in runs) if p is not None],
         leakage=leakage_rows(runs),
         leakage_plot=leakage_plot(runs),
+        defenses=defense_rows(runs),
+        swarms=swarm_rows(runs),
         configs=[config_block(run) for run in runs],
         manifest=manifest_rows(manifest),
         seeds=[str(s) for s in (manifest.get("seeds") or [])],
