@@ -200,11 +200,46 @@ def test_free_rider_delta_reads_the_global_models_last_change():
 
 def test_run_summary_keeps_the_guard_and_names_the_screens(tmp_path):
     from phalanx.range.runner import run_study
+    # the chain is the plain mean, which the attackers' noise swamps: reputation reads the median
     s = scenario(adversary={"malicious": 2, "update_attack": {"name": "gaussian", "std": 50.0}},
-                 screens=["reputation"], quarantine={"rounds": 1})
+                 screens=[{"name": "reputation", "reference": "median"}], quarantine={"rounds": 1})
     summary = run_study("t", "", [s], tmp_path, progress=False)
     run = summary["runs"][0]
     assert run["defense"] == "reputation -> mean"
     assert {d["node"] for d in run["guard"]["decisions"]} == set(run["malicious"])
     assert run["guard"]["detection"]["malicious_detected"] == 2
     assert (tmp_path / "report.html").read_text().count("Detection") >= 1
+
+
+def test_grid_cells_with_sybils_or_a_measured_clean_baseline_validate_run_and_keep_the_guard(tmp_path, write_yaml):
+    from phalanx.range.grid import load_grid, run_cell
+
+    path = write_yaml("""
+        grid: g
+        base:
+          rounds: 2
+          data: {dataset: digits, nodes: 6, partition: iid, test_samples: 100}
+          model: logistic
+          train: {epochs: 1, batch_size: 32, lr: 0.1, strategy: loop}
+        defenses: [{label: fg, screens: [foolsgold], aggregator: mean}]
+        attacks:
+          - {label: "k=2", data_attack: {name: label_flip}, sybils: {count: 2, data: {classes: [1], samples: 20}}}
+          - {label: clean rate, malicious: 0, data_attack: {name: badnets, size: 2}}
+        seeds: [0]
+        """, "g.yaml")
+    grid = load_grid(path, {}, {})
+    assert [c.attack for c in grid.cells] == ["k=2", "clean rate"]
+    result = run_cell(grid.cells[0].scenario.model_dump(mode="json"), str(tmp_path))
+    assert result["status"] == "ok" and result["guard"]["swarm"]["identities_initial"] == 2
+    assert "attack_success" in result["final"]
+
+
+def test_malformed_updates_have_the_shapes_and_values_validation_refuses():
+    from phalanx.attacks import UPDATE_ATTACKS, AttackView
+    from phalanx.defenses import finite_rows, shape_ok
+
+    view = AttackView(round=1, own_updates=torch.zeros(2, 5), receivers=torch.tensor([-1]),
+                      generator=torch.Generator())
+    assert not bool(finite_rows(UPDATE_ATTACKS.build("malformed", mode="nan").craft(view)).any())
+    assert not bool(finite_rows(UPDATE_ATTACKS.build("malformed", mode="inf").craft(view)).any())
+    assert not shape_ok(UPDATE_ATTACKS.build("malformed", mode="wrong_size").craft(view), (2, 1, 5))

@@ -184,12 +184,12 @@ def test_stale_free_rider_replays_its_first_update():
 
 # ------------------------------------------------------------------------------------ on-off
 def test_on_off_attacks_only_in_its_on_phase():
-    attack = OnOff(attack={"name": "sign_flip", "scale": 2.0}, on=2, off=3)
+    attack = OnOff(attack={"name": "sign_flip", "scale": 2.0}, attacking=2, honest=3)
     assert [r for r in range(1, 16) if attack.attacking(r)] == [4, 5, 9, 10, 14, 15]
     own = torch.tensor([[1.0, -1.0]])
     assert torch.equal(attack.craft(view(own, round=3))[:, 0], own)
     assert torch.equal(attack.craft(view(own, round=4))[:, 0], -2 * own)
-    starts_on = OnOff(attack="sign_flip", on=1, off=2, start="on")
+    starts_on = OnOff(attack="sign_flip", attacking=1, honest=2, start="attacking")
     assert [r for r in range(1, 7) if starts_on.attacking(r)] == [1, 4]
 
 
@@ -198,7 +198,7 @@ def test_on_off_takes_the_wrapped_attacks_knowledge_and_refuses_bad_specs():
     with pytest.raises(ValueError, match="cannot wrap itself"):
         OnOff(attack="on_off")
     with pytest.raises(pydantic.ValidationError):
-        UPDATE_ATTACKS.validate("on_off", {"on": 0})
+        UPDATE_ATTACKS.validate("on_off", {"attacking": 0})
 
 
 def test_new_attacks_are_registered():

@@ -3,7 +3,8 @@
 Update attacks, by what they need to know (``knowledge``):
 
 - own data: ``sign_flip``, ``scaling`` (model replacement), ``weight_inflation`` (lies about its
-  sample count); none: ``gaussian``, ``free_rider`` (sends without training);
+  sample count); none: ``gaussian``, ``free_rider`` (sends without training), ``malformed``
+  (NaN, infinite or wrongly sized rows: the bad-input case);
 - the honest updates: ``alie``, ``ipm``, ``min_max``, ``min_sum``, ``mimic``, ``sybil``
   (colluding identities, disguised as honest pairs);
 - the defense too: ``fang``, ``alie_opt``, ``ipm_opt``;
@@ -24,7 +25,7 @@ from phalanx.attacks.mimic import Mimic
 from phalanx.attacks.min_max import MinMax, MinSum
 from phalanx.attacks.on_off import OnOff
 from phalanx.attacks.scaling import Scaling
-from phalanx.attacks.simple import Gaussian, LabelFlip, SignFlip
+from phalanx.attacks.simple import Gaussian, LabelFlip, Malformed, SignFlip
 from phalanx.attacks.sybil import Sybil
 from phalanx.attacks.weight_inflation import WeightInflation
 from phalanx.core import Registry
@@ -36,7 +37,7 @@ _UPDATE = {
     "sign_flip": SignFlip, "gaussian": Gaussian, "scaling": Scaling, "alie": Alie, "ipm": Ipm,
     "min_max": MinMax, "min_sum": MinSum, "fang": Fang, "mimic": Mimic, "alie_opt": AlieOpt,
     "ipm_opt": IpmOpt, "weight_inflation": WeightInflation, "sybil": Sybil, "free_rider": FreeRider,
-    "on_off": OnOff,
+    "on_off": OnOff, "malformed": Malformed,
 }
 for _name, _attack in _UPDATE.items():
     UPDATE_ATTACKS.register(_name, _attack)

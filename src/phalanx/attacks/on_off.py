@@ -6,14 +6,15 @@ good enough reputation to stay in the network. With a reputation that forgets (J
 Ismail 2002's forgetting factor) the good rounds restore its score quickly after each burst;
 without forgetting, a long good record buries a short burst. The range measures both.
 
-The cycle has ``off`` honest rounds then ``on`` attacking rounds, starting with the honest ones
-(``start="off"``) or the attacking ones: in round ``t`` (counted from 1) the node attacks when
-``(t - 1) mod (off + on)`` is at least ``off`` (with ``start="off"``). While honest it sends its
+The cycle has ``honest`` rounds then ``attacking`` rounds, starting with the honest ones
+(``start="honest"``) or the attacking ones: in round ``t`` (counted from 1) the node attacks when
+``(t - 1) mod (honest + attacking)`` is at least ``honest`` (with ``start="honest"``). (The
+parameters are not named ``on`` and ``off``: YAML reads those words as booleans.) While honest it sends its
 own trained update; while attacking, what the wrapped update ``attack`` crafts (any registered
 update attack, with its hyper-parameters: ``{name: sign_flip, scale: 2}``). Its knowledge is the
 wrapped attack's.
 
-Worked example: ``off=3, on=2`` attacks in rounds 4, 5, 9, 10, 14, 15, ...
+Worked example: ``honest=3, attacking=2`` attacks in rounds 4, 5, 9, 10, 14, 15, ...
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from phalanx.attacks.base import AttackView, UpdateAttack
 
 
 class OnOff(UpdateAttack):
-    """Honest for ``off`` rounds, then the wrapped ``attack`` for ``on`` rounds, over and over."""
+    """Honest for ``honest`` rounds, then the wrapped ``attack`` for ``attacking`` rounds, over and over."""
 
     label = "on_off"
 
@@ -36,9 +37,9 @@ class OnOff(UpdateAttack):
         self,
         *,
         attack: str | dict[str, Any] = "sign_flip",
-        on: Annotated[int, Field(ge=1, le=100_000)] = 5,
-        off: Annotated[int, Field(ge=0, le=100_000)] = 10,
-        start: Literal["off", "on"] = "off",
+        attacking: Annotated[int, Field(ge=1, le=100_000)] = 5,
+        honest: Annotated[int, Field(ge=0, le=100_000)] = 10,
+        start: Literal["honest", "attacking"] = "honest",
     ):
         from phalanx.attacks import UPDATE_ATTACKS  # the registry lives in the package's __init__
 
@@ -50,12 +51,12 @@ class OnOff(UpdateAttack):
             raise ValueError("on_off: cannot wrap itself")
         self.inner = UPDATE_ATTACKS.build(name, **spec)
         self.knowledge = self.inner.knowledge
-        self.on, self.off, self.start = on, off, start
+        self.on, self.off, self.start = attacking, honest, start
 
     def attacking(self, round: int) -> bool:
         """Whether round ``round`` (from 1) is in an attacking phase."""
         position = (max(1, round) - 1) % (self.on + self.off)
-        return position >= self.off if self.start == "off" else position < self.on
+        return position >= self.off if self.start == "honest" else position < self.on
 
     def craft(self, view: AttackView) -> torch.Tensor:
         if self.attacking(view.round):

@@ -5,6 +5,9 @@
   Byzantine-robustness papers since).
 - ``gaussian``: send an update of i.i.d. ``N(0, std^2)`` noise (Blanchard et al. 2017, Section 5,
   the Gaussian Byzantine worker).
+- ``malformed``: send what no honest node sends, to exercise validation: rows of NaN or of
+  infinities, or a tensor of the wrong size. The engine must drop it, count it against the
+  sender and go on (it is the range's bad-input case).
 - ``label_flip``: rewrite labels before training (Biggio et al. 2012; Fung et al. 2020, Section
   5, for the one-to-one flip). ``all_to_one`` sends every label to ``target``; ``one_to_one``
   sends ``source`` to ``target``; ``random`` replaces every label by a uniformly drawn other one.
@@ -51,6 +54,22 @@ class Gaussian(UpdateAttack):
         n, d = view.own_updates.shape
         noise = torch.randn(n, 1, d, generator=view.generator, device=view.generator.device)
         return (self.std * noise).to(view.own_updates.device, view.own_updates.dtype)
+
+
+class Malformed(UpdateAttack):
+    """Send malformed updates: NaN or infinite rows, or a tensor of the wrong size."""
+
+    knowledge = "none"
+
+    def __init__(self, *, mode: Literal["nan", "inf", "wrong_size"] = "nan"):
+        self.mode = mode
+
+    def craft(self, view: AttackView) -> torch.Tensor:
+        n, d = view.own_updates.shape
+        if self.mode == "wrong_size":
+            return torch.zeros(n, 1, d + 1, dtype=view.own_updates.dtype)
+        value = float("nan") if self.mode == "nan" else float("inf")
+        return torch.full((n, 1, d), value, dtype=view.own_updates.dtype)
 
 
 class LabelFlip(DataAttack):

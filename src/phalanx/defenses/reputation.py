@@ -19,7 +19,10 @@ the rest. The checks:
 
 - ``distance``: 1 when the row lies within ``distance_factor`` times the median distance of the
   receiver's rows from the reference, else 0;
-- ``cosine``: 1 when the row's cosine with the reference exceeds ``cosine_threshold``, else 0;
+- ``cosine``: 1 when the row's cosine with the reference exceeds both ``cosine_threshold`` and
+  ``cosine_factor`` times the median cosine of the receiver's rows, else 0 (relative, like the
+  distance check: under non-IID data an honest row's cosine with the aggregate may be small, but
+  a row that carries nothing of the common direction is smaller still);
 - ``root_loss``: 1 unless the model moved by the row has a loss on the trusted root set (the star
   server's root sample) above the median over the rows by more than ``loss_margin`` median
   absolute deviations;
@@ -84,11 +87,13 @@ def distance_evidence(rows, mask, reference, factor: float) -> torch.Tensor:
     return (dist <= factor * median[:, None]).to(rows.dtype)
 
 
-def cosine_evidence(rows, mask, reference, threshold: float) -> torch.Tensor:
-    """1 where a row's cosine with ``reference`` exceeds ``threshold``."""
+def cosine_evidence(rows, mask, reference, threshold: float, factor: float = 0.0) -> torch.Tensor:
+    """1 where a row's cosine with ``reference`` exceeds ``threshold`` and ``factor`` x the median cosine."""
     clean = masked_fill_rows(rows, mask)
     cos = torch.nn.functional.cosine_similarity(clean, reference[:, None, :].expand_as(clean), dim=-1)
-    return (cos > threshold).to(rows.dtype)
+    median = _masked_median(cos, mask)
+    limit = torch.maximum(torch.full_like(median, threshold), factor * median)
+    return (cos > limit[:, None]).to(rows.dtype)
 
 
 def loss_evidence(losses: torch.Tensor, mask: torch.Tensor, margin: float) -> torch.Tensor:
@@ -128,6 +133,7 @@ class Reputation(Screen):
         audit: Weight = 10.0,
         distance_factor: Annotated[float, Field(gt=0, le=1000)] = 2.0,
         cosine_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.0,
+        cosine_factor: Annotated[float, Field(ge=0, le=1)] = 0.5,
         loss_margin: Annotated[float, Field(gt=0, le=1000)] = 3.0,
     ):
         self.forgetting, self.threshold, self.use, self.reference = forgetting, threshold, use, reference
@@ -135,6 +141,7 @@ class Reputation(Screen):
                         "similarity": similarity, "flags": flags}
         self.invalid, self.audit = invalid, audit
         self.distance_factor, self.cosine_threshold, self.loss_margin = distance_factor, cosine_threshold, loss_margin
+        self.cosine_factor = cosine_factor
 
     @property
     def needs_root_loss(self) -> bool:
@@ -169,7 +176,7 @@ class Reputation(Screen):
         if self.sources["distance"]:
             sources["distance"] = distance_evidence(rows, mask, reference, self.distance_factor)
         if self.sources["cosine"]:
-            sources["cosine"] = cosine_evidence(rows, mask, reference, self.cosine_threshold)
+            sources["cosine"] = cosine_evidence(rows, mask, reference, self.cosine_threshold, self.cosine_factor)
         if self.sources["root_loss"]:
             if losses is None:
                 raise ValueError("reputation: root_loss evidence needs a trusted root set (star, with root data)")

@@ -121,6 +121,7 @@ class Guard:
         n = self.malicious.shape[0]
         self._against = torch.zeros(self.receivers, n, dtype=torch.bool)
         self._seen = torch.zeros(self.receivers, n, dtype=torch.bool)
+        self._admitted = 0  # malicious rows that reached a rule this round
 
     def _table(self, i: int) -> dict[str, torch.Tensor]:
         """Screen ``i``'s state, ``(receivers, slots, *shape)`` per name, allocated on first use."""
@@ -194,6 +195,10 @@ class Guard:
         if self.reputation is None:  # without reputation, the screens' flags are the votes
             self._mark(recv_rows, senders, mask, flags)
         keep = mask & (weights_s > 0)
+        bad = self.malicious[senders.cpu()].to(keep.device) & keep
+        if self.kind == "gossip":
+            bad[:, 0] = False
+        self._admitted += int(bad.sum())
         out_w = None
         if accepts_weights:
             out_w = weights_s * (weights if weights is not None else torch.ones_like(weights_s))
@@ -303,7 +308,8 @@ class Guard:
         self.log.record(r, flagged & present, out["detect_f1"])
         out.update({"quarantined": int(self.vote.quarantined.sum()),
                     "honest_quarantined": len(self.honest_quarantined),
-                    "malicious_present": int((self.malicious & present).sum())})
+                    "malicious_present": int((self.malicious & present).sum()),
+                    "malicious_admitted": self._admitted})
         return out
 
     def _held_scores(self, rows: list[int]) -> torch.Tensor:

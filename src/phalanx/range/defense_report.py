@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["defense_rows", "swarm_rows"]
+__all__ = ["defense_rows", "diversity_tables", "swarm_rows"]
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -82,3 +82,27 @@ def swarm_rows(runs: Sequence[Any]) -> list[dict[str, str]]:
             "success": _fmt(final.get("attack_success")), "accuracy": _fmt(final.get("accuracy")),
         })
     return rows
+
+
+def diversity_tables(runs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per diverse run: its groups' final accuracy and attack success, and the transfer tables."""
+    out = []
+    for run in runs:
+        table = run.info.get("diversity")
+        if not isinstance(table, Mapping):
+            continue
+        final = _final(run)
+        groups = [k.removeprefix("accuracy_") for k in final if k.startswith("accuracy_")
+                  and k not in ("accuracy_min", "accuracy_max")]
+        members = [*groups, "ensemble"]
+        summary = [{"group": g, "accuracy": _fmt(final.get("accuracy" if g == "ensemble" else f"accuracy_{g}")),
+                    "success": _fmt(final.get("attack_success" if g == "ensemble" else f"attack_success_{g}"))}
+                   for g in members]
+        transfer = {attack: [{"source": src, "cells": [_fmt((table.get(attack) or {}).get(src, {}).get(t), ".2f")
+                                                        for t in members]}
+                             for src in members]
+                    for attack in ("fgsm", "pgd")}
+        out.append({"name": run.name, "color": run.color, "members": members, "summary": summary,
+                    "transfer": transfer, "epsilon": _fmt(table.get("epsilon_raw"), "g"),
+                    "samples": str(table.get("samples", "—")), "steps": str(table.get("steps", "—"))})
+    return out

@@ -79,8 +79,13 @@ def _plugin_failure(path: str, error: Exception) -> ScenarioError:
     return ScenarioError(f"{path}: {error}")
 
 
-def build(scenario: Scenario) -> BuiltRun:
-    """Everything a run needs, from a validated scenario."""
+def build(scenario: Scenario, group: int | None = None) -> BuiltRun:
+    """Everything a run needs, from a validated scenario.
+
+    With ``group`` (a scenario with ``diversity``), the run of that group alone: the whole
+    network's partition, malicious nodes and poisoning, restricted to the group's nodes, training
+    the group's model in a star of its own (:func:`build_study_run` puts the groups together).
+    """
     s = scenario
     device = resolve_device(s.device)
     try:
@@ -104,6 +109,9 @@ def build(scenario: Scenario) -> BuiltRun:
     if sybils is not None:  # one adversary's data, copied to every identity it may buy
         parts = list(parts) + [_adversary_shard(y, sybils.data, s.seed, dataset.num_classes)] * sybils.slots()
         malicious_ids = torch.arange(s.data.nodes, n)
+    elif s.diversity is not None and s.diversity.target_group is not None:
+        pool = torch.as_tensor(s.diversity.nodes_of(s.diversity.index(s.diversity.target_group)))
+        malicious_ids = pool[torch.randperm(len(pool), generator=generator(s.seed, "malicious"))[: s.adversary.malicious]]
     else:
         malicious_ids = torch.randperm(n, generator=generator(s.seed, "malicious"))[: s.adversary.malicious]
     histogram = label_histogram(y, parts, dataset.num_classes)
@@ -122,16 +130,27 @@ def build(scenario: Scenario) -> BuiltRun:
                                   high=site.high, low=site.low)
         except ValueError as e:
             raise _plugin_failure("adversary.data_attack", e) from None
+    partition = {
+        "partitioner": s.data.partition.name, "params": s.data.partition.params,
+        "sizes": [len(p) for p in parts], "label_histogram": histogram.tolist(),
+        "classes": list(dataset.classes),
+    }
+    model_spec = s.model
+    if group is not None:  # one group of a diverse network: its nodes and its model
+        keep = s.diversity.nodes_of(group)
+        parts, malicious = [parts[i] for i in keep], malicious[keep]
+        malicious_ids = malicious.nonzero().squeeze(1)
+        n, model_spec = len(keep), s.diversity.groups[group].model
 
     shards = Shards.from_parts(x.to(device), y.to(device), [p.to(device) for p in parts])
     try:
-        factory = lambda: MODELS.build(s.model.name, dataset.input_shape, dataset.num_classes,  # noqa: E731
-                                       **s.model.params)
+        factory = lambda: MODELS.build(model_spec.name, dataset.input_shape, dataset.num_classes,  # noqa: E731
+                                       **model_spec.params)
         initial = initial_row(factory, derive_seed(s.seed, "init")).to(device)
         with torch.random.fork_rng(devices=[]):  # a run never draws from the global generator
             flat_model = FlatModel(factory())
     except ValueError as e:
-        raise _plugin_failure("model", e) from None
+        raise _plugin_failure("model" if group is None else f"diversity.groups.{group}.model", e) from None
 
     try:
         if s.topology.name == "gossip":
@@ -195,11 +214,6 @@ def build(scenario: Scenario) -> BuiltRun:
                                       dataset.num_classes, root_shards)
         except ValueError as e:
             raise ScenarioError(f"screens: {e}") from None
-    partition = {
-        "partitioner": s.data.partition.name, "params": s.data.partition.params,
-        "sizes": [len(p) for p in parts], "label_histogram": histogram.tolist(),
-        "classes": list(dataset.classes),
-    }
     graph = {"nodes": n, "edges": [list(e) for e in topology.edges()]} if topology.kind == "gossip" else None
     return BuiltRun(s, simulation, dataset, partition, graph, sorted(malicious_ids.tolist()),
                     schedule.events())
@@ -378,12 +392,17 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
     for s in runs:
         which = f"run {s.name!r}: " if len(runs) > 1 else ""
         try:
-            built.append(build(s))
+            if s.diversity is not None:
+                from phalanx.range.diversity import build_diverse
+
+                built.append(build_diverse(s))
+            else:
+                built.append(build(s))
         except ScenarioError as e:
             raise ScenarioError(f"{which}{e}") from None
         except RunError as e:
             raise RunError(f"{which}{e}") from None
-    device = str(built[0].simulation.rows.device) if built else "cpu"
+    device = str(built[0].simulation.test_x.device) if built else "cpu"
     summary: dict[str, Any] = {"study": study, "description": description,
                                "manifest": manifest(runs, device), "runs": []}
     records: dict[str, list[dict]] = {}
@@ -405,6 +424,10 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
                 from phalanx.range.leakage import evaluate
 
                 summary["runs"][-1]["leakage"] = evaluate(b, s.leakage)
+            if s.diversity is not None:
+                from phalanx.range.diversity import transfer_table
+
+                summary["runs"][-1]["diversity"] = transfer_table(b)
     summary["manifest"]["wall_time_s"] = round(time.perf_counter() - t0, 3)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_report(out_dir, summary, records)
@@ -422,5 +445,6 @@ def _run_summary(b: BuiltRun, rows: list[dict]) -> dict[str, Any]:
         "defense": " -> ".join([*(p.name for p in s.screens), b.simulation.aggregator.name()]),
         **({"guard": b.simulation.guard.summary()} if b.simulation.guard is not None else {}),
         "malicious": b.malicious, "dataset": {"name": b.dataset.name, "source": b.dataset.source},
-        "model_parameters": b.simulation.rows.shape[1],
+        "model_parameters": (b.simulation.parameters() if s.diversity is not None
+                             else b.simulation.rows.shape[1]),
     }

@@ -250,6 +250,31 @@ class LeakageSpec(Strict):
         100, description="Optimiser iterations per sample (L-BFGS for DLG, Adam for inverting gradients).")
 
 
+class GroupSpec(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_]+$")] = Field(
+        description="The group's name (letters, digits, _): its metrics are accuracy_<name>, attack_success_<name>.")
+    model: PluginField = Field(description="The architecture this group trains.")
+    nodes: Annotated[int, Field(ge=1, le=100_000)] = Field(description="How many of data.nodes are in this group.")
+
+
+class DiversitySpec(Strict):
+    groups: Annotated[list[GroupSpec], Field(min_length=2, max_length=16)] = Field(
+        description="Groups of nodes, each training its own architecture in its own star; their node counts add up to data.nodes.")
+    target_group: str | None = Field(
+        None, description="Put every malicious node in this group (a poisoning tailored to one group); null: anywhere.")
+    epsilon: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1, description="L-infinity budget of the FGSM and PGD examples, in raw pixel units [0, 1].")
+    pgd_steps: Annotated[int, Field(ge=1, le=1000)] = Field(10, description="PGD steps.")
+    samples: Annotated[int, Field(ge=1, le=100_000)] = Field(500, description="Test images the transfer table is measured on.")
+
+    def nodes_of(self, group: int) -> list[int]:
+        start = sum(g.nodes for g in self.groups[:group])
+        return list(range(start, start + self.groups[group].nodes))
+
+    def index(self, name: str) -> int:
+        return [g.name for g in self.groups].index(name)
+
+
 class EvalSpec(Strict):
     every: Annotated[int, Field(ge=1, le=100_000)] = Field(1, description="Evaluate every k rounds.")
 
@@ -325,6 +350,8 @@ class Scenario(Strict):
     secure_aggregation: SecureAggregationSpec | None = Field(
         None, description="Star only: bucketed secure aggregation (null: the server sees every update).")
     leakage: LeakageSpec | None = Field(None, description="After the run, attack its privacy (null: no attack).")
+    diversity: DiversitySpec | None = Field(
+        None, description="Model diversity: groups of nodes training different architectures, an ensemble, and a transfer table (null: one model).")
     eval: EvalSpec = EvalSpec()
 
     def total_nodes(self) -> int:
@@ -341,6 +368,8 @@ class Scenario(Strict):
         for i, node in enumerate(self.provenance.corrupt if self.provenance else []):
             if node >= n:
                 raise _FieldError(f"provenance.corrupt.{i}", node, f"node ids must be below {n}")
+        if self.diversity is not None:
+            self._check_diversity()
         if (self.screens or self.quarantine is not None or self.provenance is not None) \
                 and (self.secure_aggregation is not None or self.privacy.mechanism == "central"):
             raise _FieldError("screens", [p.name for p in self.screens], "screens, quarantine and audits "
@@ -381,6 +410,33 @@ class Scenario(Strict):
                                   "clipped updates: it needs aggregator mean with no pre-aggregator")
         return self
 
+    def _check_diversity(self) -> None:
+        d = self.diversity
+        total = sum(g.nodes for g in d.groups)
+        if total != self.data.nodes:
+            raise _FieldError("diversity.groups", [g.nodes for g in d.groups],
+                              f"the groups' nodes add up to {total}, not data.nodes = {self.data.nodes}")
+        names = [g.name for g in d.groups]
+        if len(set(names)) != len(names):
+            raise _FieldError("diversity.groups", names, "two groups share a name")
+        if d.target_group is not None:
+            if d.target_group not in names:
+                raise _FieldError("diversity.target_group", d.target_group, f"no such group; have {', '.join(names)}")
+            size = d.groups[d.index(d.target_group)].nodes
+            if self.adversary.malicious > size:
+                raise _FieldError("adversary.malicious", self.adversary.malicious,
+                                  f"more than the {size} nodes of group {d.target_group}")
+        if self.topology.name != "star":
+            raise _FieldError("topology.name", self.topology.name, "with diversity each group is a star")
+        if self.faults:
+            raise _FieldError("faults", len(self.faults), "not available with diversity")
+        for what, on in (("screens", bool(self.screens)), ("adversary.sybils", self.adversary.sybils is not None),
+                         ("secure_aggregation", self.secure_aggregation is not None),
+                         ("privacy.mechanism", self.privacy.mechanism != "none"), ("leakage", self.leakage is not None),
+                         ("quarantine", self.quarantine is not None), ("provenance", self.provenance is not None)):
+            if on:
+                raise _FieldError(what, "set", "not available with diversity (each group runs the plain chain)")
+
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
@@ -409,6 +465,7 @@ def plugin_slots() -> list[tuple[str, Registry]]:
         ("topology.graph", GRAPHS), ("pre_aggregators", PRE_AGGREGATORS), ("aggregator", AGGREGATORS),
         ("adversary.update_attack", UPDATE_ATTACKS), ("adversary.data_attack", DATA_ATTACKS),
         ("adversary.sybils.admission", ADMISSION), ("screens", SCREENS), ("quarantine.readmit", READMISSION),
+        ("diversity.groups[].model", MODELS),
     ]
 
 
@@ -421,7 +478,14 @@ def _lookup(obj: Any, path: str) -> Any:
 
 
 def _specs(scenario: Scenario, path: str) -> list[tuple[str, Plugin]]:
-    """(path, spec) of each plug-in at ``path``: one, none, or a list's items."""
+    """(path, spec) of each plug-in at ``path``: one, none, or a list's items.
+
+    ``a.b[].c`` is the plug-in ``c`` of every item of the list ``a.b``.
+    """
+    if "[]." in path:
+        head, tail = path.split("[].", 1)
+        items = _lookup(scenario, head) or []
+        return [(f"{head}.{i}.{p}", spec) for i, item in enumerate(items) for p, spec in _specs(item, tail)]
     spec = _lookup(scenario, path)
     if spec is None:
         return []
