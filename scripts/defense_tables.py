@@ -47,6 +47,7 @@ def _cell_summary(cell, result) -> dict:
         "attack_success_curve": [v for _, v in asr],
         "detect_f1_curve": [r.get("detect_f1") for r in records] if f1 else None,
         "malicious_admitted_curve": [r.get("malicious_admitted") for r in records] if f1 else None,
+        "malicious": result.get("malicious"),
         "detect_f1": final.get("detect_f1"), "detect_precision": final.get("detect_precision"),
         "detect_recall": final.get("detect_recall"), "honest_quarantined": final.get("honest_quarantined"),
     }
@@ -115,6 +116,15 @@ def load(name):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def grid_cells(name):
+    """``(data, cells, defense labels in file order)`` of a stored grid, or ``None``."""
+    data = load(name)
+    if data is None:
+        return None
+    cells = data["cells"]
+    return data, cells, list(dict.fromkeys(c["defense"] for c in cells))
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -122,11 +132,10 @@ def table(header, rows):
 
 
 def foolsgold_section() -> str:
-    data = load("foolsgold")
-    if data is None:
+    got = grid_cells("foolsgold")
+    if got is None:
         return ""
-    cells = data["cells"]
-    defenses = list(dict.fromkeys(c["defense"] for c in cells))
+    data, cells, defenses = got
     ks = [a for a in dict.fromkeys(c["attack"] for c in cells) if a.startswith("k=")]
     rows = []
     for d in defenses:
@@ -141,11 +150,10 @@ def foolsgold_section() -> str:
 
 
 def backdoor_section() -> str:
-    data = load("backdoor")
-    if data is None:
+    got = grid_cells("backdoor")
+    if got is None:
         return ""
-    cells = data["cells"]
-    defenses = list(dict.fromkeys(c["defense"] for c in cells))
+    data, cells, defenses = got
     clean_rate = {"square": "clean, square", "bars": "clean, bars"}
     trigger = {"badnets": "square", "dba": "bars", "model replacement": "square"}
     rows, checks = [], []
@@ -179,11 +187,10 @@ def backdoor_section() -> str:
 
 
 def sybil_section() -> str:
-    data = load("sybil")
-    if data is None:
+    got = grid_cells("sybil")
+    if got is None:
         return ""
-    cells = data["cells"]
-    defenses = list(dict.fromkeys(c["defense"] for c in cells))
+    data, cells, defenses = got
     attacks = [a for a in dict.fromkeys(c["attack"] for c in cells) if a != "none"]
     rows = []
     for a in attacks:
@@ -207,11 +214,10 @@ def sybil_section() -> str:
 
 
 def onoff_section() -> str:
-    data = load("onoff")
-    if data is None:
+    got = grid_cells("onoff")
+    if got is None:
         return ""
-    cells = data["cells"]
-    defenses = list(dict.fromkeys(c["defense"] for c in cells))
+    data, cells, defenses = got
     on_rounds = [r for r in range(1, 31) if (r - 1) % 10 >= 6]
     rows = []
     for d in defenses:
@@ -222,16 +228,21 @@ def onoff_section() -> str:
                              if acc is not None and (a == "always" or r in on_rounds)) for c in group)
             admitted = mean(sum(x or 0 for r, x in enumerate(c["malicious_admitted_curve"] or [], 1)
                                 if a == "always" or r in on_rounds) for c in group) if group and group[0]["malicious_admitted_curve"] else None
-            quarantined = mean(len(c.get("quarantines") or []) for c in group) if "quarantines" in group[0] else None
+            if "quarantines" in group[0]:
+                bad = mean(len([q for q in c["quarantines"] if q[1] in c["malicious"]]) for c in group)
+                good = mean(c["honest_quarantined"] or 0 for c in group)
+                quarantined = f"{bad:.1f} / {good:.1f}"
+            else:
+                quarantined = "—"
             row += [pct(mean(c["accuracy"] for c in group), 1), pct(worst, 1),
-                    "—" if admitted is None else f"{admitted:.0f}", "—" if quarantined is None else f"{quarantined:.1f}"]
+                    "—" if admitted is None else f"{admitted:.0f}", quarantined]
         rows.append(row)
     return ("`phalanx grid src/phalanx/range/grids/onoff.yaml` (8 of 40 nodes; on-off: honest 6 rounds, then 4 "
             "rounds sending their update reversed x5, attacking in rounds 7-10, 17-20 and 27-30; always: from round "
             f"1). Mean over 2 seeds; {len(cells)} cells, {data['cpu_seconds'] / 60:.0f} CPU-minutes. \"Lowest\" is the "
             "lowest accuracy during the attacking rounds; \"admitted\" counts the attackers' rows that reached the "
-            "rule in those rounds (of 8 per round, 96 in all for on-off, 240 for always); \"quarantined\" is how "
-            "many attackers the server quarantined:\n\n"
+            "rule in those rounds (of 8 per round, 96 in all for on-off, 240 for always); \"quarantined\" counts "
+            "the attackers / the honest nodes the server quarantined:\n\n"
             + table(["reputation", "no attacker", "on-off: final", "lowest", "admitted", "quarantined",
                      "always: final", "lowest", "admitted", "quarantined"], rows))
 
@@ -249,12 +260,13 @@ def budget_section() -> str:
         if not plain or not guarded:
             continue
         s0, s1 = plain[0].get("swarm") or {}, guarded[0].get("swarm") or {}
-        rows.append([policy, f"{budget} {s0.get('unit', '')}", str(s0.get("identities_initial", "—")),
+        unit = s0.get("unit", "")
+        rows.append([policy, "any" if unit == "nothing" else f"{budget} {unit}", str(s0.get("identities_initial", "—")),
                      pct(plain[0]["attack_success"]), f"{s1.get('identities_bought', '—')} ({s1.get('identities_lost', '—')} quarantined)",
-                     f"{s1.get('slashed', 0):,.0f}", pct(guarded[0]["attack_success"])])
+                     "—" if unit == "nothing" else f"{s1.get('slashed', 0):,.0f}", pct(guarded[0]["attack_success"])])
         for label, cell in (("mean", plain[0]), ("reputation+quarantine", guarded[0])):
             if (cell["attack_success"] or 0) >= 0.5 and (policy, label) not in needed:
-                needed[(policy, label)] = f"{budget} {s0.get('unit', '')}"
+                needed[(policy, label)] = "any" if unit == "nothing" else f"{budget} {unit}"
     policies = list(dict.fromkeys(a.rsplit(", ", 1)[0] for a in attacks))
     need_rows = [[p, needed.get((p, "mean"), "more than the largest tried"),
                   needed.get((p, "reputation+quarantine"), "more than the largest tried")] for p in policies]
@@ -262,7 +274,7 @@ def budget_section() -> str:
             "CPU-minutes, seed 0). FoolsGold's setting; the adversary fields at most 10 identities at once and may buy "
             "10 replacements. Attack rate at round 30:\n\n"
             + table(["admission", "budget", "identities", "attack rate, mean", "bought, reputation + quarantine",
-                     "lost to slashing", "attack rate, reputation + quarantine"], rows)
+                     "spent on identities lost", "attack rate, reputation + quarantine"], rows)
             + "\n\nThe Sybil budget needed to move the model (the smallest budget tried whose identities reach an "
             "attack rate of 50%):\n\n" + table(["admission", "against the mean", "against reputation + quarantine"],
                                                 need_rows))
@@ -284,9 +296,10 @@ def diversity_section() -> str:
         f = run["final"]
         rows.append([name] + [f"{pct(f.get(f'accuracy_{g}'), 1)} / {pct(f.get(f'attack_success_{g}'), 1)}" for g in groups]
                     + [f"{pct(f.get('accuracy'), 1)} / {pct(f.get('attack_success'), 1)}"])
-    m = mono["final"]
-    rows.append(["monoculture (all 30 nodes train the CNN), same backdoor", "—", "—",
-                 f"{pct(m.get('accuracy'), 1)} / {pct(m.get('attack_success'), 1)}", "—"])
+    for name, label in (("monoculture cnn, no attacker", "monoculture (all 30 nodes train the CNN), no attacker"),
+                        ("monoculture cnn, same backdoor", "monoculture, 3 of the 30 nodes backdooring")):
+        m = (runs.get(name) or {}).get("final") or {}
+        rows.append([label, "—", "—", f"{pct(m.get('accuracy'), 1)} / {pct(m.get('attack_success'), 1)}", "—"])
     out = ("`phalanx run src/phalanx/range/studies/diversity.yaml` "
            f"({data['manifest'].get('wall_time_s', 0) / 60:.1f} minutes). Accuracy / backdoor success rate after 15 rounds:\n\n"
            + table(["run", "lr group", "mlp group", "cnn group", "ensemble"], rows))

@@ -243,3 +243,13 @@ def test_malformed_updates_have_the_shapes_and_values_validation_refuses():
     assert not bool(finite_rows(UPDATE_ATTACKS.build("malformed", mode="nan").craft(view)).any())
     assert not bool(finite_rows(UPDATE_ATTACKS.build("malformed", mode="inf").craft(view)).any())
     assert not shape_ok(UPDATE_ATTACKS.build("malformed", mode="wrong_size").craft(view), (2, 1, 5))
+
+
+def test_a_mistaken_quarantine_keeps_counting_as_a_false_flag():
+    bad = torch.tensor([False, False, True])
+    guard = Guard([], bad, "star", [], ValidatorVote(3))
+    guard.vote.since[0] = 1  # honest node 0 was quarantined in round 1
+    guard.present(2, torch.ones(3, dtype=torch.bool))
+    out = guard.close_round(2)
+    assert out["false_flags"] == 1 and out["detect_precision"] == 0.0 and out["detect_recall"] == 0.0
+    assert out["quarantined"] == 1

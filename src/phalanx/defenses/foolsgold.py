@@ -80,7 +80,7 @@ class FoolsGold(Screen):
     def state_shapes(self, d: int) -> dict[str, tuple[int, ...]]:
         return {"history": (d,)}
 
-    def screen(self, rows, mask, state, generator=None):
+    def screen(self, rows, mask, state, generator=None, base=None):
         clean = masked_fill_rows(rows, mask)
         history = state["history"] + torch.where(mask[..., None], clean, torch.zeros_like(clean)).to(
             state["history"].dtype)

@@ -39,7 +39,7 @@ class NormBound(Screen):
                  noise: Annotated[float, Field(ge=0, le=1e6)] = 0.0):
         self.bound, self.noise = bound, noise
 
-    def screen(self, rows, mask, state, generator=None):
+    def screen(self, rows, mask, state, generator=None, base=None):
         clean = masked_fill_rows(rows, mask)
         norms = clean.norm(dim=-1, keepdim=True)
         bounded = clean / (norms / self.bound).clamp(min=1.0)

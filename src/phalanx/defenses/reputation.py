@@ -28,8 +28,11 @@ the rest. The checks:
   absolute deviations;
 - ``similarity``: FoolsGold's weight of the sender from the summed history of its rows
   (:func:`~phalanx.defenses.foolsgold.foolsgold_weights`): collusion is evidence;
-- ``flags``: 0 when a screen earlier in the list flagged the row (FoolsGold's zero weight,
-  FLAME's outliers), so that their one-round verdicts build up into a score the validators read.
+- ``flags`` (off by default): 0 when a screen earlier in the list flagged the row (FoolsGold's
+  zero weight, FLAME's outliers), so that their one-round verdicts build up into a score the
+  validators read. Off by default because a screen may flag honest rows often: FLAME's HDBSCAN
+  leaves about half of the honest rows out of its cluster in a round with no attacker at all
+  (measured on the backdoor grid), and two such rounds in a row would sink a new node's score.
 Besides the rounds, each row the receiver had to drop (non-finite, wrong shape) adds
 ``invalid`` negative observations, and each failed audit of the sender's data commitment adds
 ``audit`` at every receiver (:mod:`phalanx.defenses.provenance`).
@@ -128,7 +131,7 @@ class Reputation(Screen):
         cosine: bool = True,
         root_loss: bool = False,
         similarity: bool = False,
-        flags: bool = True,
+        flags: bool = False,
         invalid: Weight = 5.0,
         audit: Weight = 10.0,
         distance_factor: Annotated[float, Field(gt=0, le=1000)] = 2.0,
@@ -156,7 +159,7 @@ class Reputation(Screen):
     def scores(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         return beta_score(state["alpha"], state["beta"])
 
-    def screen(self, rows, mask, state, generator=None):
+    def screen(self, rows, mask, state, generator=None, base=None):
         score = self.scores(state).to(rows.dtype)
         keep = mask & (score >= self.threshold)
         weights = keep.to(rows.dtype) * (score if self.use == "weight" else 1.0)

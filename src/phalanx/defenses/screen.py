@@ -67,8 +67,13 @@ class Screen:
         return {}
 
     def screen(self, rows: torch.Tensor, mask: torch.Tensor, state: dict[str, torch.Tensor],
-               generator: torch.Generator | None = None) -> tuple[Screening, dict[str, torch.Tensor]]:
-        """The screening of ``rows`` ``(m, k, d)`` and the new ``(m, k, ...)`` state entries."""
+               generator: torch.Generator | None = None, base: torch.Tensor | None = None
+               ) -> tuple[Screening, dict[str, torch.Tensor]]:
+        """The screening of ``rows`` ``(m, k, d)`` and the new ``(m, k, ...)`` state entries.
+
+        ``base`` ``(m, d)``, when given, is the model each receiver's rows are relative to (the
+        star's global model; a gossip receiver's own), so ``base + rows`` are the senders' models.
+        """
         raise NotImplementedError
 
     @classmethod

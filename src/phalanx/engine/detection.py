@@ -6,7 +6,8 @@ which are truly malicious. Against that truth:
 
     precision = TP / (TP + FP),   recall = TP / (TP + FN),   F1 = 2 P R / (P + R),
 
-counted over the nodes present that round (joined and not yet gone). With nothing flagged,
+counted over the network's members that round: the nodes that have joined (quarantined ones
+included, so a mistaken quarantine keeps counting as a false flag). With nothing flagged,
 precision is 0 unless no malicious node is present either (then every figure is 1: nothing to
 find, nothing wrongly found); with no malicious node present, recall is 1.
 

@@ -158,13 +158,17 @@ class Guard:
     def present(self, r: int, alive: torch.Tensor) -> torch.Tensor:
         """``alive`` without the nodes not yet joined, refused at registration, or quarantined."""
         self._begin()
-        self._present = alive.cpu() & (self.joins <= r) & self._registered & ~self.vote.quarantined
+        self._members = (self.joins <= r) & self._registered  # the population the metrics count
+        self._present = alive.cpu() & self._members & ~self.vote.quarantined
         return self._present.to(alive.device)
 
     # -- 2. before the rule -----------------------------------------------------------------------
     def screen(self, r: int, receivers: torch.Tensor, senders: torch.Tensor, rows: torch.Tensor,
-               mask: torch.Tensor, weights: torch.Tensor | None, accepts_weights: bool):
+               mask: torch.Tensor, weights: torch.Tensor | None, accepts_weights: bool,
+               base: torch.Tensor | None = None):
         """Screen ``rows`` ``(m, k, d)`` of ``receivers`` ``(m,)`` from ``senders`` ``(m, k)``.
+
+        ``base`` ``(m, d)``: the model the rows are relative to (see :meth:`Screen.screen`).
 
         Returns ``(rows, mask, weights, noise_std)``: the screened rows, the mask without the rows
         weighted 0, the weights for the rule (``None`` if it takes none) and ``(m,)`` noise or ``None``.
@@ -178,7 +182,7 @@ class Guard:
             if sc is self.reputation:
                 before_reputation = result.flags & mask
             state = self._gather(i, recv_rows, slots, rows.device)
-            out, new = sc.screen(result.rows, mask, state, g)
+            out, new = sc.screen(result.rows, mask, state, g, base=base)
             if new:
                 self._scatter(i, recv_rows, slots, new)
             result = result.then(out)
@@ -304,8 +308,9 @@ class Guard:
         flagged, decisions = self.vote.step(r, against, seen, self._held_scores(rows), ids)
         for d in decisions:
             self._apply(d)
-        out = scores(flagged, self.malicious, present)
-        self.log.record(r, flagged & present, out["detect_f1"])
+        # quarantined nodes stay in the population: a mistaken quarantine stays a false flag
+        out = scores(flagged, self.malicious, self._members)
+        self.log.record(r, flagged & self._members, out["detect_f1"])
         out.update({"quarantined": int(self.vote.quarantined.sum()),
                     "honest_quarantined": len(self.honest_quarantined),
                     "malicious_present": int((self.malicious & present).sum()),

@@ -327,7 +327,7 @@ class Simulation:
             ones = torch.ones(1, len(updates), dtype=torch.bool, device=updates.device)
             screened, admitted, weights, noise = self.guard.screen(
                 r, None, senders[None], updates[None], ones, None if weights is None else weights[None],
-                self.aggregator.accepts_weights)
+                self.aggregator.accepts_weights, base=self.global_row[None])
             updates = screened[0][admitted[0]]
             weights = None if weights is None else weights[0][admitted[0]]
             if self._refused(r, len(updates), f):
@@ -493,7 +493,7 @@ class Simulation:
                 msgs -= ref[:, None, :]
                 relative, received, got_mask = True, msgs, mask
                 msgs, mask, weights, noise = self.guard.screen(r, recv, idx, msgs, mask, weights,
-                                                               chain.accepts_weights)
+                                                               chain.accepts_weights, base=ref)
             counts = mask.sum(1)
             f_r = self.gossip_f[recv]
             ok = chain.admissible(counts, f_r)

@@ -23,11 +23,9 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def _final(run: Any) -> Mapping[str, Any]:
-    final = run.info.get("final") or {}
-    if final:
-        return final
-    scored = [r for r in run.records if r.get("accuracy") is not None]
-    return scored[-1] if scored else {}
+    from phalanx.range.report import final_record  # report imports this module
+
+    return final_record(run)
 
 
 def _peak_after(run: Any, key: str, start: int) -> float | None:
