@@ -22,6 +22,9 @@ The API (all GET, all JSON; errors are ``{"error": "<one line>"}`` with 400 or 4
     /api/runs/{run}/ledger/bundle/{i}   the proof bundle the verifier checks
     /api/grid                           grid.json's heat maps
 
+A deployed network's status snapshot (``status.json`` in the folder) appears as one more run
+(see :mod:`.network` for the seam a ``phalanx up`` network will use).
+
 ``/verifier.html`` is the static verifier, byte for byte the file whose SHA-256 the README
 publishes (served with its own CSP: only its own inline script, by hash).
 """
@@ -29,27 +32,26 @@ publishes (served with its own CSP: only its own inline script, by hash).
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from phalanx.dashboard.app_assets import static_bytes
 from phalanx.dashboard.ledger_view import LedgerViewError, load
-from phalanx.dashboard.network import network_from_status, run_network
-from phalanx.dashboard.source import Source, SourceError, clean, inside, read_json
+from phalanx.dashboard.network import run_network
+from phalanx.dashboard.source import STATUS_FILE, Source, SourceError, clean
 from phalanx.dashboard.verifier import verifier_csp, verifier_html
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 STATIC = ("index.html", "app.js", "app.css")
 TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
-STATUS_FILE = "status.json"
 
 
 def static_file(name: str) -> bytes:
-    return resources.files("phalanx.dashboard").joinpath("static").joinpath(name).read_bytes()
+    return static_bytes(name)
 
 
 def _headers(csp: str = CSP) -> dict[str, str]:
@@ -162,22 +164,18 @@ def create_app(folder: str | Path, *, live: bool = False) -> FastAPI:
     @app.get("/api/runs/{run}/network")
     def network(run: str) -> JSONResponse:
         r = source.run(_int(run, "run"))
-        return ok(run_network(r.summary, _roles(r)))
-
-    @app.get("/api/network")
-    def live_network() -> JSONResponse:
-        """A deployed network's status snapshot (``status.json``: the seam for ``phalanx up``)."""
-        if not source._has(STATUS_FILE):
-            raise ApiError("this folder has no status.json (a network's status snapshot)", 404)
         try:
-            return ok(network_from_status(read_json(inside(source.root, STATUS_FILE), 16 << 20)))
+            return ok(run_network(r.summary, _roles(r)))
         except ValueError as e:
             raise ApiError(str(e)) from None
 
     @app.get("/api/runs/{run}/nodes/{node}")
     def node(run: str, node: str) -> JSONResponse:
         r = source.run(_int(run, "run"))
-        net = run_network(r.summary, _roles(r))
+        try:
+            net = run_network(r.summary, _roles(r))
+        except ValueError as e:
+            raise ApiError(str(e)) from None
         n = _int(node, "node", 0, len(net["nodes"]) - 1 if net["nodes"] else -1)
         info = net["nodes"][n]
         s = r.summary

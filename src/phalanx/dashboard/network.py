@@ -33,7 +33,10 @@ def _num(v: Any) -> float | None:
 
 
 def run_network(summary: dict[str, Any], ledger_roles: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Nodes and edges of one finished (or running) run, from its summary.json entry."""
+    """Nodes and edges of one finished (or running) run, from its summary.json entry (or of a
+    deployed network, when the entry is a status snapshot)."""
+    if "status" in summary:
+        return network_from_status(summary["status"])
     partition = summary.get("partition") if isinstance(summary.get("partition"), dict) else {}
     graph = summary.get("graph") if isinstance(summary.get("graph"), dict) else None
     sizes = partition.get("sizes") if isinstance(partition.get("sizes"), list) else []

@@ -10,6 +10,8 @@ Three shapes of folder are recognised, by what they hold:
 - a **study** (``phalanx run``): ``summary.json`` and one folder per run with ``metrics.jsonl``
   (and, when the ledger is on, ``ledger.db`` and ``policy.txt``);
 - a **grid** (``phalanx grid``): ``grid.json`` (its attack x defense tables become heat maps);
+- a deployed network's **status snapshot**, ``status.json`` (what a node's status endpoint
+  returns, see :mod:`.network`), shown as one more "run" whose nodes named themselves;
 - a study **still running** (``--live``): no ``summary.json`` yet, only run folders whose
   ``metrics.jsonl`` grows a line per round (the runner flushes each line). Runs are found by
   their folders; their names and settings appear when ``summary.json`` is written at the end.
@@ -35,6 +37,9 @@ MAX_JSON_BYTES = 64 << 20
 MAX_METRICS_BYTES = 64 << 20
 #: A metrics line longer than this is not a metrics record.
 MAX_LINE_BYTES = 1 << 20
+#: A deployed network's status snapshot (the seam for ``phalanx up``; see :mod:`.network`).
+STATUS_FILE = "status.json"
+MAX_STATUS_BYTES = 16 << 20
 #: Most run folders looked at when there is no summary.json.
 MAX_RUNS = 500
 
@@ -133,7 +138,7 @@ class Source:
             raise SourceError(f"{folder}: cannot read this folder")
         self._cache: dict[str, tuple[tuple, Any]] = {}
         if not (self._has("summary.json") or self._has("grid.json") or self._has("metrics.jsonl")
-                or self._run_folders()):
+                or self._has(STATUS_FILE) or self._run_folders()):
             raise SourceError(f"{folder}: no summary.json, grid.json or run folder with metrics.jsonl: "
                               "not an output folder of phalanx run or phalanx grid")
 
@@ -205,7 +210,15 @@ class Source:
         return value
 
     def runs(self) -> list[Run]:
-        """Every run: from summary.json when written, else from the run folders (a live study)."""
+        """Every run (from summary.json when written, else from the run folders: a live study),
+        then a deployed network's status snapshot, when the folder has one (``status.json``)."""
+        runs = self._runs()
+        if self._has(STATUS_FILE):
+            status = read_json(inside(self.root, STATUS_FILE), MAX_STATUS_BYTES)
+            runs.append(Run(len(runs), "network (status.json)", None, {"status": status}))
+        return runs
+
+    def _runs(self) -> list[Run]:
         summary = self.summary()
         if summary is not None:
             out = []
@@ -272,7 +285,7 @@ class Source:
 
     def version(self) -> str:
         """A token that changes when any file the page shows changes (sizes and mtimes, hashed)."""
-        stamps = [self._stamp(self.root / n) for n in ("summary.json", "grid.json", "metrics.jsonl")]
+        stamps = [self._stamp(self.root / n) for n in ("summary.json", "grid.json", "metrics.jsonl", STATUS_FILE)]
         for p in self._run_folders():
             stamps += [self._stamp(p / "metrics.jsonl"), self._stamp(p / "ledger.db")]
         import hashlib

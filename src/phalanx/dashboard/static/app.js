@@ -98,7 +98,9 @@
   var gridSection = el("section", {id: "grid", "aria-labelledby": "h-grid"}, [
     el("h2", {id: "h-grid", text: "Attack × defense"}), heatmaps]);
   gridSection.hidden = true;
-  [header, nav, netSection, curvesSection, gridSection].forEach(function (s) { root.appendChild(s); });
+  // report.html has its own title and navigation: there, only the status line
+  (STATIC ? [status, netSection, curvesSection, gridSection] : [header, nav, netSection, curvesSection, gridSection])
+    .forEach(function (s) { root.appendChild(s); });
 
   // ------------------------------------------------------------------ state
   var state = {overview: null, metrics: {}, next: {}, network: null, netRun: 0, selected: null, version: null, positions: null};
@@ -335,6 +337,10 @@
     setStatus((ov.live ? "Live: " : "") + ov.runs.length + " run(s), " + Math.max.apply(null, [0].concat(rounds)) +
       " round(s) shown; updated in " + Math.round(stats.lastUpdateMs) + " ms.");
   }
+  window.phalanxNodePoint = function (i) {
+    var rect = canvas.getBoundingClientRect();
+    return [rect.left + state.positions[2 * i] * rect.width / canvas.width, rect.top + state.positions[2 * i + 1] * rect.height / canvas.height];
+  };
   window.phalanxRefresh = function (full) {
     if (full) { state.metrics = {}; state.next = {}; }
     return update();
