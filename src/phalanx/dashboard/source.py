@@ -67,8 +67,10 @@ def inside(root: Path, *parts: str) -> Path:
     return real
 
 
-def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
-    """A JSON file of at most ``limit`` bytes; NaN and infinities are read as null."""
+def read_json(path: Path, limit: int | None = None) -> Any:
+    """A JSON file of at most ``limit`` bytes (default :data:`MAX_JSON_BYTES`); NaN and infinities
+    are read as null."""
+    limit = MAX_JSON_BYTES if limit is None else limit
     try:
         size = path.stat().st_size
         if size > limit:
