@@ -52,6 +52,7 @@ class Recomputer:
     """
 
     def __init__(self, revealed: Mapping[bytes, torch.Tensor], chain: Chain, f: int, round_: int):
+        # round_ seeds the chain's generator (any randomised stage, e.g. bucketing): a public seed
         self.revealed, self.chain, self.f, self.round = revealed, chain, f, round_
         self.results: dict[tuple[bytes, ...], torch.Tensor] = {}
 
