@@ -39,7 +39,8 @@ def test_every_issue_type_is_registered():
     assert set(TYPES) == {
         "node_registration", "dataset_commitment", "update_commitment", "aggregate_record", "quarantine",
         "reputation", "privacy_budget", "governance_proposal", "governance_vote", "governance_activation",
-        "software_release", "key_rotation", "key_revocation", "rollback", "update_equivocation"}
+        "software_release", "key_rotation", "key_revocation", "rollback", "update_equivocation",
+        "round_certificate", "committee_evidence"}
 
 
 def test_an_entry_has_one_encoding_and_a_domain_separated_signature():

@@ -131,6 +131,20 @@ def grid(
 
 
 @app.command()
+def eclipse(
+    out: Path = typer.Option(Path("out/eclipse"), "--out", help="Where eclipse.md, eclipse.json and eclipse.png go."),
+    rounds: int = typer.Option(30, help="Rounds of sampling."),
+    seeds: int = typer.Option(3, help="Seeds 0..N-1 averaged."),
+) -> None:
+    """The eclipse attack: the attacker's share of a victim's view per sampler, forks accepted, stalls noticed."""
+    from phalanx.range.eclipse import EclipseConfig, markdown, run as run_eclipse, write
+
+    result = run_eclipse(EclipseConfig(rounds=rounds, seeds=tuple(range(seeds))))
+    write(result, out)
+    typer.echo(markdown(result) + f"written: {out}/eclipse.md, eclipse.json, eclipse.png")
+
+
+@app.command()
 def plugins() -> None:
     """List every registered plug-in (datasets, models, aggregators, attacks, ...)."""
     from phalanx.range.scenario import plugin_slots

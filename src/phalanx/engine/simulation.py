@@ -98,17 +98,29 @@ class Simulation:
         device = self.initial.device
         n = self.shards.num_nodes
         self.flat_model.to(device)
-        # gossip: every node's model, (n, d); star: only the round's participants' models, (m, d)
-        # (empty before the first round), so that memory grows with the participants, not the
-        # population: a star keeps nothing per node between rounds
-        self.rows = self.initial.expand(n if self.topology.kind == "gossip" else 0, -1).clone()
-        self.participants = torch.zeros(0, dtype=torch.int64, device=device)  # the last round's (star: self.rows')
-        self.global_row = self.initial.clone() if self.topology.kind == "star" else None
+        self.central = self.topology.kind in ("star", "committee")  # one global model
+        # gossip: every node's model, (n, d); star and committee: only the round's participants'
+        # models, (m, d) (empty before the first round), so that memory grows with the
+        # participants, not the population: a central topology keeps nothing per node between rounds
+        self.rows = self.initial.expand(0 if self.central else n, -1).clone()
+        self.participants = torch.zeros(0, dtype=torch.int64, device=device)  # the last round's (central: self.rows')
+        self.global_row = self.initial.clone() if self.central else None
         self.honest = ~self.malicious.to(device)
         if not isinstance(self.aggregator, Chain):
             self.aggregator = Chain([], self.aggregator)
         self.rejected = torch.zeros(n, dtype=torch.int64)  # evidence: rows dropped, per sender
         self.previous: torch.Tensor | None = None  # a stateful rule's last output, per receiver
+        self.committee = None
+        if self.topology.kind == "committee":
+            from phalanx.engine.committee_round import CommitteeRound
+
+            if self.aggregator.needs_root or self.aggregator.stateful:
+                raise ValueError(f"committee: {self.aggregator.name()} needs a root update or state that "
+                                 "validators cannot recompute from the batch alone")
+            if self.secure is not None or self.privacy is not None and self.privacy.mechanism == "central":
+                raise ValueError("committee: validators recompute the aggregate from the revealed updates; "
+                                 "secure aggregation and central DP hide them")
+            self.committee = CommitteeRound(self.topology, self.aggregator, self.seed)
         if self.aggregator.needs_root and self.topology.kind == "star" and self.root_shards is None:
             raise ValueError(f"{self.aggregator.name()} needs the server's root data (root_shards)")
         if self.secure is not None and self.topology.kind != "star":
@@ -142,7 +154,7 @@ class Simulation:
             self.gossip_f = self._f_for(degree)
         self._last_eval: dict = {}
         # star: the global model's last change (zero before the first round); gossip has no public model
-        self.last_delta = torch.zeros_like(self.initial) if self.topology.kind == "star" else None
+        self.last_delta = torch.zeros_like(self.initial) if self.central else None
         if self.guard is not None and (self.secure is not None or (
                 self.privacy is not None and self.privacy.mechanism == "central")):
             raise ValueError("screens and reputation read each update; secure aggregation and central "
@@ -183,7 +195,7 @@ class Simulation:
         """Run round ``r`` (train, attack, exchange, aggregate) without evaluating."""
         if self.observer is not None:
             self.observer.round_started(self, r)
-        info = self._star_round(r) if self.topology.kind == "star" else self._gossip_round(r)
+        info = self._star_round(r) if self.central else self._gossip_round(r)
         if self.guard is not None:
             info.update(self.guard.close_round(r))
         if self.observer is not None:
@@ -241,7 +253,7 @@ class Simulation:
         if self.participation >= 1.0 or len(live) == 0:
             return live
         g = generator(self.seed, "round", r, "participation")
-        if self.topology.kind == "star":
+        if self.central:
             m = max(1, round(self.participation * len(live)))
             return live[torch.randperm(len(live), generator=g)[:m]].sort().values
         draw = torch.rand(alive.shape[0], generator=g) < self.participation
@@ -368,6 +380,15 @@ class Simulation:
                 return {**outcome(False), **extra}
         elif self.privacy is not None and self.privacy.mechanism == "central":
             out = self._central_mean(r, updates)[None]  # uniform weights: bounded sensitivity
+        elif self.committee is not None:  # validators certify the aggregate (engine/committee_round.py)
+            out, extra, included = self.committee.certify(r, part[keep], updates, f,
+                                                          int(context.generator.initial_seed()))
+            weights = None
+            if out is None:
+                return {**outcome(False), **extra}
+            kept = keep.nonzero()[:, 0]
+            keep[kept[~included.to(kept.device)]] = False  # a censoring sequencer dropped these
+            updates = updates[included.to(updates.device)]
         else:
             out = self.aggregator.aggregate(updates[None], mask,
                                             None if weights is None else weights[None], context)
@@ -572,8 +593,8 @@ class Simulation:
     # -- metrics ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, alive: torch.Tensor | None = None) -> dict:
-        """Test metrics: the global model (star) or the honest live nodes' models (gossip)."""
-        if self.topology.kind == "star":
+        """Test metrics: the global model (star, committee) or the honest live nodes' models (gossip)."""
+        if self.central:
             acc, loss = self._eval_rows(self.global_row[None])
             a, l_ = float(acc[0]), float(loss[0])
             return {"accuracy": a, "loss": l_, "accuracy_min": a, "accuracy_max": a,

@@ -21,6 +21,7 @@ from phalanx.ledger.entries import (
     AggregateInput,
     AggregateRecord,
     Body,
+    CommitteeEvidence,
     DatasetCommitment,
     Entry,
     EntryError,
@@ -35,6 +36,7 @@ from phalanx.ledger.entries import (
     Rejection,
     Reputation,
     Rollback,
+    RoundCertificate,
     SoftwareRelease,
     UpdateCommitment,
     UpdateEquivocation,
@@ -67,13 +69,13 @@ from phalanx.ledger.storage import ConcurrentWriteError, StorageError
 from phalanx.ledger.witness import FileWitnessState, MemoryWitnessState, Witness, WitnessError
 
 __all__ = [
-    "TYPES", "Admission", "AggregateInput", "AggregateRecord", "AuditReport", "BlobError", "BlobStore", "Body",
+    "TYPES", "Admission", "AggregateInput", "AggregateRecord", "AuditReport", "BlobError", "BlobStore", "Body", "CommitteeEvidence",
     "Checkpoint", "CheckpointError", "ConcurrentWriteError", "Cosigner", "DatasetCommitment", "Entry", "EntryCheck",
     "EntryError", "Equivocation", "EvidenceError", "FileWitnessState", "Finding", "GovernanceActivation",
     "GovernanceProposal", "GovernanceVote", "Group", "KeyRevocation", "KeyRotation", "Ledger", "LedgerState",
     "MemoryWitnessState", "NodeRegistration", "Note", "NoteError", "NoteVerificationError", "Policy", "PolicyError",
     "PrivacyBudget", "Published", "Quarantine", "Receipt", "ReceiptError", "Rejection", "RejectedEntry", "Reputation",
-    "Rollback", "SIG_COSIGNATURE", "SIG_ED25519", "SignedCheckpoint", "Signer", "SoftwareRelease", "StorageError",
+    "Rollback", "RoundCertificate", "SIG_COSIGNATURE", "SIG_ED25519", "SignedCheckpoint", "Signer", "SoftwareRelease", "StorageError",
     "StructureError", "UpdateCommitment", "UpdateEquivocation", "VerifiedReceipt", "Verifier", "Witness", "WitnessError", "audit",
     "decode_entry", "envelope_message", "evidence_check", "make_body", "open_checkpoint", "parse_note", "parse_private_key", "parse_vkey", "rotate_key",
     "sign_checkpoint", "sign_entry", "verify_equivocation", "verify_note", "verify_receipt",

@@ -324,6 +324,43 @@ class Rollback(Body):
     reason: Text
 
 
+@entry_type("round_certificate")
+class RoundCertificate(Body):
+    """Committee mode: q validators signed the round's value (:mod:`phalanx.engine.committee`).
+
+    ``value`` is SHA-256 over the round, the batch and the aggregate; each vote is its validator's
+    signature over the committee's canonical vote statement (round, view, value), so the
+    certificate is re-checked from the log and the validators' registered keys alone.
+    """
+
+    round: Round
+    view: Round
+    batch: Annotated[list[Hash], Field(max_length=100_000)] = Field(description="the update commitments, in order")
+    aggregate: Hash = Field(description="SHA-256 of the recomputed aggregate")
+    value: Hash
+    signers: Annotated[list[Hash], Field(min_length=1, max_length=1024)] = Field(description="the voters' node IDs")
+    votes: Annotated[list[Signature], Field(min_length=1, max_length=1024)]
+
+    @model_validator(mode="after")
+    def _one_vote_each(self):
+        _unique(self.signers, "signers")
+        if len(self.signers) != len(self.votes):
+            raise ValueError(f"{len(self.signers)} signers but {len(self.votes)} votes")
+        return self
+
+
+@entry_type("committee_evidence")
+class CommitteeEvidence(Body):
+    """Committee mode: signed statements that cannot all be honest (double signing, an equivocating
+    or censoring sequencer, conflicting certificates), each in the committee's canonical encoding."""
+
+    kind: Literal["double_sign", "equivocating_proposal", "wrong_aggregate", "missed_promise",
+                  "conflicting_certificates"]
+    round: Round
+    node: Hash | None = Field(None, description="the culprit's node ID (None: the committee, beyond f faults)")
+    statements: Annotated[list[Annotated[bytes, Field(max_length=65536)]], Field(min_length=1, max_length=4096)]
+
+
 # ---------------------------------------------------------------------------- signed entries
 
 def _signed_message(origin: str, unsigned: bytes) -> bytes:

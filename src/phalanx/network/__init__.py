@@ -1,5 +1,5 @@
-"""Who talks to whom: topologies (star, gossip graphs). Transport and peer sampling come later."""
+"""Who talks to whom: topologies (star, gossip graphs, committee). The transport comes later."""
 
-from phalanx.network.topology import GRAPHS, TOPOLOGIES, Gossip, NeighbourTable, Star
+from phalanx.network.topology import GRAPHS, TOPOLOGIES, Committee, Gossip, NeighbourTable, Star
 
-__all__ = ["GRAPHS", "TOPOLOGIES", "Gossip", "NeighbourTable", "Star"]
+__all__ = ["GRAPHS", "TOPOLOGIES", "Committee", "Gossip", "NeighbourTable", "Star"]

@@ -153,3 +153,33 @@ class Gossip:
             w[:, 0] = 1 - w.sum(1)
             weight = w
         return NeighbourTable(index=index, mask=mask, weight=weight)
+
+
+@TOPOLOGIES.register("committee")
+class Committee:
+    """Nodes send their updates to the round's sequencer; n validators recompute the aggregate and
+    certify it with q = floor(2n/3) + 1 signatures (:mod:`phalanx.engine.committee`).
+
+    Scenario knobs: ``crashed`` validators never answer; ``byzantine`` ones behave as
+    ``behaviour`` says (``silent``; ``wrong_hash``: they echo and vote a wrong value and, as
+    sequencers, propose a wrong aggregate; ``double_sign``: they vote for the right value and a
+    wrong one); ``censor``: validator ``censor`` drops one update whenever it is the sequencer,
+    after signing its inclusion promise (``merge_delay`` rounds to honour it). Faulty validators
+    are the first indices (crashed, then Byzantine), so the early rounds' sequencers are faulty.
+    """
+
+    kind = "committee"
+
+    def __init__(self, num_nodes: int, seed: int, *, validators: int = 4, crashed: int = 0, byzantine: int = 0,
+                 behaviour: Literal["silent", "wrong_hash", "double_sign"] = "wrong_hash",
+                 censor: int | None = None, merge_delay: int = 1):
+        if validators < 1 or crashed < 0 or byzantine < 0 or crashed + byzantine > validators:
+            raise ValueError(f"committee: {crashed} crashed and {byzantine} Byzantine validators do not fit "
+                             f"in {validators}")
+        if censor is not None and not 0 <= censor < validators:
+            raise ValueError(f"committee: the censoring sequencer {censor} is not a validator (0..{validators - 1})")
+        self.num_nodes, self.validators, self.crashed, self.byzantine = num_nodes, validators, crashed, byzantine
+        self.behaviour, self.censor, self.merge_delay = behaviour, censor, merge_delay
+
+    def edges(self) -> list[tuple[int, int]]:
+        return []

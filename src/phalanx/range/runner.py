@@ -159,6 +159,11 @@ def build(scenario: Scenario, group: int | None = None) -> BuiltRun:
             topology = TOPOLOGIES.build("gossip", n, derive_seed(s.seed, "graph"),
                                         graph=s.topology.graph.name,
                                         graph_params=s.topology.graph.params, mixing=s.topology.mixing)
+        elif s.topology.name == "committee":
+            t = s.topology
+            topology = TOPOLOGIES.build("committee", n, derive_seed(s.seed, "graph"), validators=t.validators,
+                                        crashed=t.crashed, byzantine=t.byzantine, behaviour=t.behaviour,
+                                        censor=t.censor, merge_delay=t.merge_delay)
         else:
             topology = TOPOLOGIES.build("star", n, derive_seed(s.seed, "graph"))
     except ValueError as e:
@@ -290,7 +295,7 @@ def _guard(s: Scenario, sim: Simulation, screens: list, malicious: torch.Tensor,
     root = None
     if root_shards is not None:
         root = (root_shards.x, root_shards.y)
-    return Guard(screens, malicious, sim.topology.kind, sim.events, vote,
+    return Guard(screens, malicious, "gossip" if sim.topology.kind == "gossip" else "star", sim.events, vote,
                  table_index=sim.table_index.cpu() if sim.topology.kind == "gossip" else None,
                  validators=validators, joins=joins, swarm=swarm, audits=audits, root=root,
                  flat_model=sim.flat_model, dim=int(sim.rows.shape[1]), device=sim.rows.device,
@@ -465,6 +470,8 @@ def _run_summary(b: BuiltRun, rows: list[dict]) -> dict[str, Any]:
         "evidence": {str(i): int(c) for i, c in enumerate(b.simulation.rejected.tolist()) if c},
         "defense": " -> ".join([*(p.name for p in s.screens), b.simulation.aggregator.name()]),
         **({"guard": b.simulation.guard.summary()} if b.simulation.guard is not None else {}),
+        **({"committee": b.simulation.committee.summary()}
+           if getattr(b.simulation, "committee", None) is not None else {}),
         "malicious": b.malicious, "dataset": {"name": b.dataset.name, "source": b.dataset.source},
         "model_parameters": (b.simulation.parameters() if s.diversity is not None
                              else b.simulation.rows.shape[1]),

@@ -88,7 +88,8 @@ class TrainSpec(Strict):
 
 
 class TopologySpec(Strict):
-    name: Literal["star", "gossip"] = Field("star", description="star (server) or gossip (graph).")
+    name: Literal["star", "gossip", "committee"] = Field(
+        "star", description="star (server), gossip (graph) or committee (validators certify a sequencer's batch).")
     graph: PluginField = Field(Plugin(name="random_regular", degree=8),
                                description="Gossip graph (ignored for star).")
     mixing: Literal["uniform", "metropolis"] = Field("uniform", description="Gossip mixing weights.")
@@ -98,6 +99,25 @@ class TopologySpec(Strict):
         "samples", description="Star aggregation weights: claimed sample counts (FedAvg) or equal.")
     weight_cap: Annotated[float, Field(ge=1, le=1e6)] | None = Field(
         3.0, description="Star: a claimed sample count above this multiple of the round's median claim is capped to it (null trusts claims, to show what weight inflation does).")
+    validators: Annotated[int, Field(ge=1, le=100)] = Field(
+        4, description="Committee: validators that recompute and certify each round (quorum floor(2n/3) + 1).")
+    crashed: Annotated[int, Field(ge=0, le=100)] = Field(0, description="Committee: validators that never answer.")
+    byzantine: Annotated[int, Field(ge=0, le=100)] = Field(0, description="Committee: Byzantine validators.")
+    behaviour: Literal["silent", "wrong_hash", "double_sign"] = Field(
+        "wrong_hash", description="Committee: what the Byzantine validators do.")
+    censor: Annotated[int, Field(ge=0, le=99)] | None = Field(
+        None, description="Committee: this validator, as sequencer, drops one update after promising it (null: none).")
+    merge_delay: Annotated[int, Field(ge=0, le=100)] = Field(
+        1, description="Committee: rounds a sequencer's inclusion promise allows.")
+
+    @model_validator(mode="after")
+    def _committee_fits(self) -> "TopologySpec":
+        if self.crashed + self.byzantine > self.validators:
+            raise ValueError(f"{self.crashed} crashed and {self.byzantine} Byzantine validators do not fit in "
+                             f"{self.validators}")
+        if self.censor is not None and self.censor >= self.validators:
+            raise ValueError(f"censor {self.censor} is not a validator (0..{self.validators - 1})")
+        return self
 
 
 class SybilDataSpec(Strict):

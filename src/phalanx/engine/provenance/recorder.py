@@ -156,7 +156,7 @@ class LedgerRecorder(RoundObserver):
         from phalanx.engine.provenance.rollback import Rollbacks
 
         self.sim, self.folder, self.config = sim, Path(folder), config
-        self.kind = sim.topology.kind
+        self.kind = "gossip" if sim.topology.kind == "gossip" else "star"  # a committee's model is global
         self.n = sim.shards.num_nodes
         self.ids = Identities(config.seed, config.origin, self.n, config.validators, self.kind == "star")
         self.log = self.ids.log_signer()
