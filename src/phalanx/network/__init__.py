@@ -1,4 +1,7 @@
-"""Who talks to whom: topologies (star, gossip graphs). Transport and peer sampling come later."""
+"""Who talks to whom, and how: topologies (star, gossip graphs) for the simulation; for deployed
+nodes, signed and encrypted envelopes (:mod:`.envelope`), message bodies (:mod:`.messages`), the
+peers a node knows (:mod:`.peers`), admission at the door (:mod:`.admission`), the node's files
+(:mod:`.config`), the HTTP app (:mod:`.app`) and its client (:mod:`.client`)."""
 
 from phalanx.network.topology import GRAPHS, TOPOLOGIES, Gossip, NeighbourTable, Star
 
