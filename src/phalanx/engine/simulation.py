@@ -42,6 +42,7 @@ from phalanx.attacks import AttackView, UpdateAttack
 from phalanx.core.seeding import derive_seed, generator
 from phalanx.defenses import cap_claims, finite_rows, shape_ok
 from phalanx.engine.faults import FaultSchedule
+from phalanx.engine.pipeline import aggregate_relative, declared_f
 from phalanx.engine.secure import SecureAggregation, exposed_honest
 from phalanx.engine.observer import RoundObserver
 from phalanx.models.flat import FlatModel
@@ -130,10 +131,7 @@ class Simulation:
 
     def _f_for(self, rows: torch.Tensor) -> torch.Tensor:
         """Declared f for receivers that aggregate from ``rows`` others (count, or share rounded up)."""
-        if self.declared_f is not None:
-            return torch.full_like(rows, self.declared_f)
-        share = self.declared_share or 0.0
-        return torch.ceil(share * rows.to(torch.float64) - 1e-9).clamp(min=0).to(torch.int64)
+        return declared_f(rows, self.declared_f, self.declared_share)
 
     # -- a round ----------------------------------------------------------------------------
     def run(self, rounds: int, start: int = 1) -> Iterator[dict]:
@@ -466,24 +464,14 @@ class Simulation:
             ok = chain.admissible(counts, f_r)
             if self.observer is not None:
                 self.observer.gossip_chunk(self, r, start, recv, idx, mask, msgs, ref, ok, f_r, agg_gen)
-            out = torch.zeros_like(own_rows)
-            sel = ok.nonzero().squeeze(1)
-            if len(sel):
-                everyone = len(sel) == len(recv)
-                pick = (lambda t: t) if everyone else (lambda t: t[sel])  # no copy when all aggregate
-                msgs -= ref[:, None, :]  # msgs is this chunk's own gathered copy
-                context = Context(
-                    f=pick(f_r),
-                    root=pick(own_rows - ref) if chain.needs_root else None,
-                    previous=self.previous[recv[sel]] if chain.stateful else None,
-                    generator=agg_gen)
-                got = chain.aggregate(pick(msgs), pick(mask),
-                                      pick(self.table_weight[recv]) if chain.accepts_weights else None,
-                                      context)
-                if chain.stateful:
-                    self.previous[recv[sel]] = got
-                out[sel] = got
-            new_rows.append(torch.where(ok[:, None], ref + out, own_rows))
+            # msgs is this chunk's own gathered copy: the shared step shifts it in place
+            new, got, sel = aggregate_relative(
+                chain, msgs, mask, ref, own_rows, f_r, ok,
+                self.table_weight[recv] if chain.accepts_weights else None,
+                self.previous[recv] if chain.stateful else None, agg_gen)
+            if chain.stateful and got is not None:
+                self.previous[recv[sel]] = got
+            new_rows.append(new)
             connected.append(ok & live_nb[recv])
             starved = (~ok).nonzero().squeeze(1)
             for i in starved.tolist():
