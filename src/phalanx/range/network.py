@@ -161,7 +161,13 @@ def start_node(folder: Path) -> int:
         server.run()
     finally:
         node.close()
+    code = 0
     if node.halted is not None:
         print(f"{config.name}: halted: {node.halted}", file=sys.stderr, flush=True)
-        return HALTED
-    return 0
+        code = HALTED
+    # the log is closed; a worker thread still waiting on a peer's reply must not keep a stopped
+    # node's process alive (the interpreter would join it at exit)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
