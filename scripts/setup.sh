@@ -10,5 +10,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test]" "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[test,ray]" "torch==2.13.0"
 bash scripts/fetch_fashion_mnist.sh . || true

@@ -174,3 +174,44 @@ def test_the_default_study_and_grid_parse_with_their_ledger_settings():
     _, _, runs = load_study(None)
     assert all(r.ledger.enabled and r.ledger.keep_updates for r in runs)
     assert Scenario.model_validate(textwrap.dedent("") or {}).ledger.validators == 4
+
+
+QUARANTINE_SCENARIO = """\
+name: quarantine ledger
+rounds: 7
+data: {dataset: mnist5k, partition: {name: dirichlet, alpha: 0.5}, nodes: 12}
+model: logistic
+train: {epochs: 1, batch_size: 20, lr: 0.05}
+topology: {name: star}
+screens: [{name: norm_bound, bound: 5.0}, reputation]
+quarantine: {rounds: 2}
+aggregator: mean
+adversary:
+  data_attack: {name: label_flip, source: 1, target: 7}
+  update_attack: {name: sybil, mode: identical}
+  sybils: {count: 3, arrival: 2, data: {classes: [1], samples: 100}}
+"""
+
+
+def test_the_validators_quarantine_decisions_are_ledger_entries_citing_evidence(tmp_path):
+    from phalanx.ledger import Ledger
+
+    (tmp_path / "q.yaml").write_text(QUARANTINE_SCENARIO)
+    result = cli("run", tmp_path / "q.yaml", "--out", tmp_path / "out", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    run = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"][0]
+    decisions = [d for d in run["guard"]["decisions"] if d["action"] == "quarantine"]
+    assert decisions, "the scenario's Sybils were not quarantined"
+    folder = tmp_path / "out" / "quarantine-ledger"
+    with Ledger.open(folder / "ledger.db", readonly=True) as ledger:
+        log = list(ledger.entries())
+    logged = [(i, e.body) for i, e in log if e.type == "quarantine"]
+    assert len(logged) == len(decisions)
+    by_index = dict(log)
+    for (i, body), d in zip(logged, decisions):
+        assert body.action == "quarantine" and body.round == d["round"] + 1 and "the server" in body.reason
+        cited = by_index[body.evidence[0]]
+        assert cited.type == "update_commitment" and cited.body.round == d["round"]
+    # no update commitment from a quarantined node after its quarantine: the audit's own check agrees
+    result = cli("audit", folder / "ledger.db", "--policy", folder / "policy.txt", "--replay")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -137,7 +137,7 @@ def test_runs_with_different_partitions_get_one_picture_each(tmp_path):
 def test_summary_table_events_config_and_manifest_are_shown(html):
     assert "<h1>default</h1>" in html
     assert html.count("</span>star</") == 3  # summary table, events table, configuration
-    assert html.count("</span>gossip</") == 2  # summary table, configuration
+    assert html.count("</span>gossip</") == 3  # summary table, attack success (detection table), configuration
     assert ">0.620<" in html  # final accuracy of both runs (round 8: 0.3 + 0.04 * 8)
     assert ">0.570<" in html  # the gossip run's min honest accuracy
     assert ">0.125<" in html  # the gossip run's consensus distance at its final round

@@ -47,13 +47,18 @@ def run(
     seed: Annotated[Optional[int], typer.Option(help="Override the seed of every run.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder for metrics, summary and report.")] = Path("out"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    engine: Annotated[Optional[str], typer.Option(
+        help="Where local training runs: local, or ray (the scenario's ray section: workers, address).")] = None,
 ) -> None:
     """Run a study (or a single scenario) and write metrics, summary.json and report.html."""
     from phalanx.range.runner import RunError, run_study
     from phalanx.range.scenario import ScenarioError, load_study, parse_set
 
     try:
-        study, description, runs = load_study(file, parse_set(set_ or []), seed)
+        overrides = parse_set(set_ or [])
+        if engine is not None:
+            overrides["engine"] = engine
+        study, description, runs = load_study(file, overrides, seed)
     except ScenarioError as e:
         err.print(f"error: {e}", markup=False)
         raise typer.Exit(2) from None

@@ -7,7 +7,10 @@ Two plug-in families:
   ``(n_malicious, n_receivers, d)``, or ``(n_malicious, 1, d)`` when every receiver gets the same
   row. A malicious node may tell each neighbour something different; the engine adds the
   sender's base model in gossip, and the star server receives the update itself.
-- **Data attacks** run once, before training: they rewrite a malicious node's shard.
+- **Data attacks** run once, before training: they rewrite a malicious node's shard. A targeted
+  one (a label flip towards one class, a backdoor) also says how its success is measured: the
+  test inputs it wants sent to its target class (:meth:`DataAttack.success_set`), from which the
+  engine reports the **attack success rate** beside accuracy.
 
 An update attack declares its threat model in ``knowledge``; the engine fills the
 :class:`AttackView` only with what that level allows (``honest_updates`` is ``None`` below
@@ -44,6 +47,7 @@ class AttackView:
     declared_f: int = 0  # the f the defense assumes (known with the defense)
     n_rows: int = 0  # rows a receiver aggregates; 0 means n_honest + n_malicious
     own_counts: torch.Tensor | None = None  # (n_malicious,) its nodes' true sample counts
+    last_delta: torch.Tensor | None = None  # (d,) how the public model moved last round (star)
 
     @property
     def n_malicious(self) -> int:
@@ -106,10 +110,51 @@ class UpdateAttack:
         return None
 
 
+@dataclass(frozen=True)
+class DataSite:
+    """Where a data attack runs: which malicious node, and the pixel scale of the data set.
+
+    ``rank`` is the node's index among the ``attackers`` malicious nodes (DBA gives each rank its
+    own piece of the trigger); ``high`` and ``low`` are a white and a black pixel in the data
+    set's standardized space (:meth:`phalanx.data.Dataset.standardize` of 1 and 0).
+    """
+
+    node: int = 0
+    rank: int = 0
+    attackers: int = 1
+    high: float = 1.0
+    low: float = 0.0
+
+
+@dataclass(frozen=True)
+class SuccessSet:
+    """What a targeted attack wants: ``inputs`` classified as ``target``.
+
+    The attack success rate of a model is the share of ``inputs`` it sends to ``target``.
+    """
+
+    inputs: torch.Tensor
+    target: int
+
+
 class DataAttack:
-    """Base class: override :meth:`poison` to return the node's rewritten ``(x, y)``."""
+    """Base class: override :meth:`poison` to return the node's rewritten ``(x, y)``.
+
+    Attacks that need to know which malicious node they run on (DBA's trigger pieces) or the
+    data set's pixel scale (a white trigger) override :meth:`poison_node` instead. A targeted
+    attack overrides :meth:`success_set`.
+    """
 
     def poison(
         self, x: torch.Tensor, y: torch.Tensor, num_classes: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def poison_node(self, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                    generator: torch.Generator, site: DataSite) -> tuple[torch.Tensor, torch.Tensor]:
+        """The node's rewritten ``(x, y)``; by default :meth:`poison`, whatever the node."""
+        return self.poison(x, y, num_classes, generator)
+
+    def success_set(self, x_test: torch.Tensor, y_test: torch.Tensor, site: DataSite) -> SuccessSet | None:
+        """The test inputs the attack wants classified as its target, or ``None`` (untargeted)."""
+        return None

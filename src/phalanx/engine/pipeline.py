@@ -10,6 +10,8 @@ receiver whose rows fail a stage's bound keeps its own model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from phalanx.aggregate import Chain, Context
@@ -24,15 +26,19 @@ def declared_f(rows: torch.Tensor, count: int | None, share: float | None) -> to
 
 def aggregate_relative(chain: Chain, msgs: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor,
                        own: torch.Tensor, f: torch.Tensor, ok: torch.Tensor, weights: torch.Tensor | None,
-                       previous: torch.Tensor | None, generator: torch.Generator
+                       previous: torch.Tensor | None, generator: torch.Generator, *, relative: bool = False,
+                       post: Callable[[torch.Tensor, torch.Tensor, Callable], torch.Tensor] | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """New models of a chunk of receivers, and the rule's raw output for the ones that aggregated.
 
     ``msgs`` (c, k, d) are the absolute models in each receiver's slots (shifted in place: the
     caller's own gathered copy), ``mask`` (c, k) which arrived, ``ref`` (c, d) the frame,
     ``own`` (c, d) each receiver's trained model, ``ok`` (c,) who may aggregate (the chain's row
-    bounds), ``previous`` (c, d) a stateful rule's state. Returns ``(new (c, d), got, sel)``:
-    ``got`` is the rule's output for receivers ``sel`` (the new state of a stateful rule).
+    bounds), ``weights`` (c, k) or ``None``, ``previous`` (c, d) a stateful rule's state.
+    ``relative``: ``msgs`` are already relative to ``ref`` (a screen shifted them). ``post(got,
+    sel, pick)`` may change the rule's output before it becomes the model (the simulation's guard
+    observes it there and adds its noise). Returns ``(new (c, d), got, sel)``: ``got`` is the
+    rule's output for receivers ``sel`` before ``post`` (the new state of a stateful rule).
     """
     out = torch.zeros_like(own)
     sel = ok.nonzero().squeeze(1)
@@ -40,9 +46,10 @@ def aggregate_relative(chain: Chain, msgs: torch.Tensor, mask: torch.Tensor, ref
     if len(sel):
         everyone = len(sel) == len(own)
         pick = (lambda t: t) if everyone else (lambda t: t[sel])  # no copy when all aggregate
-        msgs -= ref[:, None, :]
+        if not relative:
+            msgs -= ref[:, None, :]
         context = Context(f=pick(f), root=pick(own - ref) if chain.needs_root else None,
                           previous=pick(previous) if chain.stateful else None, generator=generator)
-        got = chain.aggregate(pick(msgs), pick(mask), pick(weights) if chain.accepts_weights else None, context)
-        out[sel] = got
+        got = chain.aggregate(pick(msgs), pick(mask), None if weights is None else pick(weights), context)
+        out[sel] = got if post is None else post(got, sel, pick)
     return torch.where(ok[:, None], ref + out, own), got, sel

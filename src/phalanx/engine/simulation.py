@@ -14,7 +14,12 @@ All nodes' models are the rows of one ``(n, d)`` tensor on the device. A round:
    messages, all receivers at once as ``(m, k, d)`` rows with a mask, in chunks of receivers
    sized to a memory budget.
 5. **Metrics.** Test accuracy and loss (star: the global model; gossip: mean, min and max over
-   honest live nodes), the consensus distance between honest live models, availability, time.
+   honest live nodes), the consensus distance between honest live models, availability, time;
+   with a targeted data attack, the attack success rate (:mod:`phalanx.engine.success`).
+
+A :class:`~phalanx.engine.guard.Guard` (screens such as FoolsGold and reputation, the
+validators' quarantine, audits, a Sybil swarm) hooks into four points of the round: who is
+present, each receiver's rows before its chain, the evidence after it, and the round's end.
 
 Availability is the share of honest nodes that are up and connected to a working aggregation this
 round: in a star, all live honest nodes while the server is up and none when it is down; in
@@ -32,19 +37,21 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from phalanx.aggregate import Aggregator, Chain, Context
-from phalanx.attacks import AttackView, UpdateAttack
+from phalanx.attacks import AttackView, SuccessSet, UpdateAttack
 from phalanx.core.seeding import derive_seed, generator
 from phalanx.defenses import cap_claims, finite_rows, shape_ok
 from phalanx.engine.faults import FaultSchedule
+from phalanx.engine.guard import Guard
 from phalanx.engine.pipeline import aggregate_relative, declared_f
 from phalanx.engine.secure import SecureAggregation, exposed_honest
 from phalanx.engine.observer import RoundObserver
+from phalanx.engine.success import success_rates
 from phalanx.models.flat import FlatModel
 from phalanx.network import Gossip, Star
 from phalanx.privacy.client import clip_updates, gaussian
@@ -83,6 +90,9 @@ class Simulation:
     keep_released: bool = False  # keep what each node last sent and the model it trained from
     secure: SecureAggregation | None = None  # star: bucketed secure aggregation (engine/secure.py)
     observer: RoundObserver | None = None  # told what each round sends and aggregates (the ledger)
+    trainer: Any = None  # trains elsewhere (engine/ray_backend.py RayTraining); None: in this process
+    guard: Guard | None = None  # screens, reputation, quarantine, audits, swarm (engine/guard.py)
+    success: SuccessSet | None = None  # a targeted attack's test inputs and target (engine/success.py)
     events: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -128,6 +138,12 @@ class Simulation:
             degree = self.table_mask[:, 1:].sum(1)
             self.gossip_f = self._f_for(degree)
         self._last_eval: dict = {}
+        # star: the global model's last change (zero before the first round); gossip has no public model
+        self.last_delta = torch.zeros_like(self.initial) if self.topology.kind == "star" else None
+        if self.guard is not None and (self.secure is not None or (
+                self.privacy is not None and self.privacy.mechanism == "central")):
+            raise ValueError("screens and reputation read each update; secure aggregation and central "
+                             "DP hide them from the server")
 
     def _f_for(self, rows: torch.Tensor) -> torch.Tensor:
         """Declared f for receivers that aggregate from ``rows`` others (count, or share rounded up)."""
@@ -162,6 +178,8 @@ class Simulation:
         if self.observer is not None:
             self.observer.round_started(self, r)
         info = self._star_round(r) if self.topology.kind == "star" else self._gossip_round(r)
+        if self.guard is not None:
+            info.update(self.guard.close_round(r))
         if self.observer is not None:
             info.update(self.observer.round_finished(self, r, info))
         return info
@@ -226,9 +244,13 @@ class Simulation:
     def _train(self, r: int, nodes: torch.Tensor) -> None:
         g = generator(self.seed, "round", r, "shuffle")
         dp = self.privacy.dpsgd() if self.privacy is not None else None
-        train_nodes(self.flat_model, self.rows, nodes.to(self.rows.device), self.shards, self.sgd,
-                    g, self.strategy, self.chunk_size, self.workers, dp=dp,
-                    noise_seed=derive_seed(self.seed, "round", r, "dp-sgd-noise"))
+        noise_seed = derive_seed(self.seed, "round", r, "dp-sgd-noise")
+        if self.trainer is not None:
+            self.trainer.train(self.rows, nodes.to(self.rows.device), self.sgd, g, self.strategy, dp,
+                               noise_seed)
+        else:
+            train_nodes(self.flat_model, self.rows, nodes.to(self.rows.device), self.shards, self.sgd,
+                        g, self.strategy, self.chunk_size, self.workers, dp=dp, noise_seed=noise_seed)
         if self.privacy is not None:
             self.privacy.record(nodes.cpu())
 
@@ -241,6 +263,7 @@ class Simulation:
             honest_updates=honest_updates if knows else None,
             defense=self.aggregator if knows_defense else None,
             declared_f=declared_f if knows_defense else 0, n_rows=n_rows, own_counts=own_counts,
+            last_delta=self.last_delta,
         )
 
     def _reject(self, r: int, senders: torch.Tensor, why: str, receivers: torch.Tensor | None = None) -> int:
@@ -249,6 +272,8 @@ class Simulation:
             return 0
         if self.observer is not None:
             self.observer.rejected(self, r, senders, why, receivers)
+        if self.guard is not None:
+            self.guard.invalid(receivers, senders)
         counts = torch.bincount(senders.cpu(), minlength=len(self.rejected))
         self.rejected += counts
         who = counts.nonzero().squeeze(1).tolist()
@@ -258,6 +283,8 @@ class Simulation:
 
     def _star_round(self, r: int) -> dict:
         alive = self.faults.alive(r)
+        if self.guard is not None:
+            alive = self.guard.present(r, alive)
         eligible = self._with_budget(r, alive)
         part = self._sample(r, eligible).to(self.rows.device) if self.faults.server_alive(r) else alive[:0]
         rejected = 0
@@ -306,6 +333,18 @@ class Simulation:
         weights = None
         if self.weighting == "samples" and self.aggregator.accepts_weights:
             weights, _ = cap_claims(claims, self.weight_cap)
+        noise = None
+        if self.guard is not None:
+            senders, received = part[keep], updates
+            self.guard.note_claims(senders, claims)
+            ones = torch.ones(1, len(updates), dtype=torch.bool, device=updates.device)
+            screened, admitted, weights, noise = self.guard.screen(
+                r, None, senders[None], updates[None], ones, None if weights is None else weights[None],
+                self.aggregator.accepts_weights, base=self.global_row[None])
+            updates = screened[0][admitted[0]]
+            weights = None if weights is None else weights[0][admitted[0]]
+            if self._refused(r, len(updates), f):
+                return outcome(False)
         context = Context(
             f=torch.tensor([f], device=updates.device),
             root=self._root_update(r)[None] if self.aggregator.needs_root else None,
@@ -326,7 +365,13 @@ class Simulation:
             self.observer.star_aggregated(self, r, part[keep], updates, weights, context, out)
         if self.aggregator.stateful:
             self.previous = out.clone()
+        if self.guard is not None:
+            self.guard.observe(r, None, senders[None], received[None], ones, out, base=self.global_row)
+            if noise is not None:
+                g = generator(self.seed, "round", r, "screen-noise", device=out.device)
+                out = out + noise[:, None] * torch.randn(out.shape, generator=g, device=out.device)
         self.global_row += out[0]
+        self.last_delta = out[0].clone()
         return {**outcome(True), **extra}
 
     def _bucketed(self, r: int, senders: torch.Tensor, updates: torch.Tensor, malicious: torch.Tensor,
@@ -380,6 +425,8 @@ class Simulation:
     def _gossip_round(self, r: int) -> dict:
         device = self.rows.device
         alive = self.faults.alive(r).to(device)
+        if self.guard is not None:
+            alive = self.guard.present(r, alive)
         part = self._sample(r, self._with_budget(r, alive.cpu())).to(device)
         sending = torch.zeros_like(alive)
         sending[part] = True
@@ -459,16 +506,32 @@ class Simulation:
             # rule that reads a trusted root update (FLTrust), to its model before this round,
             # so that its own row is its own update and serves as the root
             ref = before[start : start + chunk] if chain.needs_root else own_rows
+            weights = self.table_weight[recv] if chain.accepts_weights else None
+            noise, relative = None, False
+            if self.guard is not None:
+                msgs -= ref[:, None, :]
+                relative, received, got_mask = True, msgs, mask
+                msgs, mask, weights, noise = self.guard.screen(r, recv, idx, msgs, mask, weights,
+                                                               chain.accepts_weights, base=ref)
             counts = mask.sum(1)
             f_r = self.gossip_f[recv]
             ok = chain.admissible(counts, f_r)
             if self.observer is not None:
                 self.observer.gossip_chunk(self, r, start, recv, idx, mask, msgs, ref, ok, f_r, agg_gen)
+            def screened(got: torch.Tensor, sel: torch.Tensor, pick) -> torch.Tensor:
+                """The guard sees what each receiver aggregated; weak DP noise goes on the model."""
+                if self.guard is None:
+                    return got
+                self.guard.observe(r, recv[sel], idx[sel], pick(received), pick(got_mask), got)
+                if noise is not None:
+                    g = generator(self.seed, "round", r, "screen-noise", start, device=got.device)
+                    got = got + pick(noise)[:, None] * torch.randn(got.shape, generator=g, device=got.device)
+                return got
+
             # msgs is this chunk's own gathered copy: the shared step shifts it in place
-            new, got, sel = aggregate_relative(
-                chain, msgs, mask, ref, own_rows, f_r, ok,
-                self.table_weight[recv] if chain.accepts_weights else None,
-                self.previous[recv] if chain.stateful else None, agg_gen)
+            new, got, sel = aggregate_relative(chain, msgs, mask, ref, own_rows, f_r, ok, weights,
+                                               self.previous[recv] if chain.stateful else None, agg_gen,
+                                               relative=relative, post=screened)
             if chain.stateful and got is not None:
                 self.previous[recv[sel]] = got
             new_rows.append(new)
@@ -497,7 +560,7 @@ class Simulation:
             acc, loss = self._eval_rows(self.global_row[None])
             a, l_ = float(acc[0]), float(loss[0])
             return {"accuracy": a, "loss": l_, "accuracy_min": a, "accuracy_max": a,
-                    "consensus_distance": None}
+                    "consensus_distance": None, **self._success_of(self.global_row[None])}
         up = torch.ones_like(self.honest) if alive is None else alive.to(self.honest.device)
         nodes = (self.honest & up).nonzero().squeeze(1)
         if len(nodes) == 0:
@@ -508,7 +571,14 @@ class Simulation:
         dist = (rows - rows.mean(0)).pow(2).sum(1).mean().sqrt()
         return {"accuracy": float(acc.mean()), "loss": float(loss.mean()),
                 "accuracy_min": float(acc.min()), "accuracy_max": float(acc.max()),
-                "consensus_distance": float(dist)}
+                "consensus_distance": float(dist), **self._success_of(rows)}
+
+    def _success_of(self, rows: torch.Tensor) -> dict:
+        """The attack success rate of the evaluated models (mean and largest), if an attack is targeted."""
+        if self.success is None:
+            return {}
+        rates = success_rates(self.flat_model, rows, self.success.inputs, self.success.target)
+        return {"attack_success": float(rates.mean()), "attack_success_max": float(rates.max())}
 
     def _eval_rows(self, rows: torch.Tensor, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
         fm, module = self.flat_model, self.flat_model.module

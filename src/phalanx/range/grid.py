@@ -453,7 +453,9 @@ def expand(base: dict[str, Any], axes: Mapping[str, list[Entry]], seeds: Sequenc
                     label = cell_label(t.label, d.label, a.label, seed)
                     scenario = _validated({**data, "seed": seed, "name": label[:80]},
                                           f"{source}: cell {label!r}: ")
-                    if not a.clean and scenario.adversary.malicious == 0:
+                    baseline = (a.over.get("adversary") or {}).get("malicious") == 0  # clean, measured
+                    if not (a.clean or baseline) and scenario.adversary.malicious == 0 \
+                            and scenario.adversary.sybils is None:
                         raise ScenarioError(
                             f"{source}: cell {label!r}: adversary.malicious: attack {a.label!r} "
                             "has no malicious node to run it (set base.adversary.malicious or the "
@@ -514,9 +516,14 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
         scenario = Scenario.model_validate(config)
         import_plugins(scenario.plugins)
         built = build(scenario)
-        recorder = recording.attach(built, Path(cells_dir) / key)
-        records = list(built.simulation.run(scenario.rounds))
-        ledger = recording.finish(recorder, built, Path(cells_dir) / key) if recorder is not None else None
+        try:
+            recorder = recording.attach(built, Path(cells_dir) / key)
+            records = list(built.simulation.run(scenario.rounds))
+            ledger = recording.finish(recorder, built, Path(cells_dir) / key) if recorder is not None else None
+        finally:
+            for sim in getattr(built.simulation, "groups", [built.simulation]):  # a diverse cell: one per group
+                if sim.trainer is not None:
+                    sim.trainer.close()
     except Exception as e:  # noqa: BLE001  (a cell may fail in any way; the grid goes on)
         text = f"{type(e).__name__}: {e}".strip().splitlines()
         return {"status": "failed", "config_sha256": key, "error": text[0] if text else repr(e),
@@ -532,6 +539,8 @@ def run_cell(config: dict[str, Any], cells_dir: str) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - t0, 3), "phalanx": phalanx.__version__,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "ledger": ledger,
     }
+    if getattr(built.simulation, "guard", None) is not None:  # detection, decisions, a swarm's accounts
+        result["guard"] = built.simulation.guard.summary()
     _write_atomic(Path(cells_dir) / f"{key}.json", result)
     return result
 

@@ -8,7 +8,8 @@ receipts and trace self-contained, and runs of a study share nothing but their s
     OUT/<run>/policy.txt         the log's and the validators' keys, and the quorum (C2SP tlog-policy)
     OUT/<run>/ledger-private/    salts and kept bytes for receivers and auditors (audit --replay)
 
-The scenario's ``ledger`` section turns it off, keeps hashes only, sets the validators and the
+A diverse run (``diversity:``, several stars in lockstep) writes no ledger yet: each group would
+need its own log, and that is not built. The scenario's ``ledger`` section turns it off, keeps hashes only, sets the validators and the
 checkpoint interval, and may schedule a rollback.
 """
 
@@ -23,9 +24,9 @@ from phalanx.ledger.trace import LedgerIndex, trace
 
 def attach(built, run_dir: Path) -> LedgerRecorder | None:
     """Start the run's ledger (registrations, datasets, the starting model) and hook it to the
-    simulation; ``None`` when the scenario turns the ledger off."""
+    simulation; ``None`` when the scenario turns the ledger off, or runs groups of architectures."""
     s = built.scenario
-    if not s.ledger.enabled:
+    if not s.ledger.enabled or s.diversity is not None:
         for stale in (LEDGER_FILE, POLICY_FILE):  # a ledger of an earlier run here would mislead
             (run_dir / stale).unlink(missing_ok=True)
         return None
@@ -41,6 +42,8 @@ def attach(built, run_dir: Path) -> LedgerRecorder | None:
         model=s.model.name)
     recorder = LedgerRecorder(built.simulation, run_dir, config)
     built.simulation.observer = recorder
+    if built.simulation.guard is not None:
+        built.simulation.guard.on_decision = recorder.decision
     return recorder
 
 

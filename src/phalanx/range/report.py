@@ -46,6 +46,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
+from phalanx.range.defense_report import defense_rows, diversity_tables, swarm_rows  # noqa: E402
+
 __all__ = ["CSP", "KNOWN_KEYS", "render_report", "write_report"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -157,6 +159,9 @@ def render_report(summary: Mapping[str, Any], records: Mapping[str, Sequence[Map
         leakage_plot=leakage_plot(runs),
         ledgers=ledger_rows(runs),
         provenance=[p for p in (provenance_plot(run) for run in runs) if p is not None],
+        defenses=defense_rows(runs),
+        swarms=swarm_rows(runs),
+        diversity=diversity_tables(runs),
         configs=[config_block(run) for run in runs],
         manifest=manifest_rows(manifest),
         seeds=[str(s) for s in (manifest.get("seeds") or [])],

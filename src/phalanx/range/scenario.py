@@ -100,10 +100,65 @@ class TopologySpec(Strict):
         3.0, description="Star: a claimed sample count above this multiple of the round's median claim is capped to it (null trusts claims, to show what weight inflation does).")
 
 
+class SybilDataSpec(Strict):
+    classes: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="The classes the adversary's data is drawn from (null: all).")
+    samples: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        400, description="How many training samples the adversary holds; every identity trains on a copy.")
+
+
+class SybilSpec(Strict):
+    count: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        None, description="Identities, given outright (the admission policy is not consulted); or give budget.")
+    budget: Annotated[float, Field(ge=0, le=1e18)] | None = Field(
+        None, description="The adversary's budget, in the admission policy's unit; it buys identities up to max.")
+    admission: PluginField = Field(Plugin(name="open"), description="The network's admission policy: what an identity costs.")
+    max: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        50, description="With budget: at most this many identities at once.")
+    arrival: Annotated[int, Field(ge=1, le=100_000)] = Field(1, description="Round at which the identities join.")
+    respawn: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        0, description="Replacements the adversary may buy, from what is left of its budget, as identities are quarantined.")
+    data: SybilDataSpec = Field(SybilDataSpec(), description="The adversary's one dataset, copied to each identity.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SybilSpec":
+        if (self.count is None) == (self.budget is None):
+            raise ValueError("give exactly one of count and budget")
+        return self
+
+    def at_once(self) -> int:
+        return self.count if self.count is not None else self.max
+
+    def slots(self) -> int:
+        """Node slots reserved for the adversary: its identities at once, and the replacements."""
+        return self.at_once() + self.respawn
+
+
 class AdversarySpec(Strict):
     malicious: Annotated[int, Field(ge=0)] = Field(0, description="Number of malicious nodes.")
     update_attack: PluginField | None = Field(None, description="Attack on what malicious nodes send.")
     data_attack: PluginField | None = Field(None, description="Attack on malicious nodes' data.")
+    sybils: SybilSpec | None = Field(
+        None, description="A Sybil swarm: one adversary's identities, added to data.nodes honest nodes, bought under an admission policy; the attacks apply to them.")
+
+
+class QuarantineSpec(Strict):
+    rounds: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        3, description="Consecutive flagged rounds before a node is quarantined.")
+    quorum: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.6667, description="Share of the validators scoring a node that must vote against it for it to be flagged.")
+    validators: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        None, description="Gossip: how many honest nodes, drawn at random, are validators (null: all honest nodes). A star's validator is its server.")
+    readmit: PluginField = Field(Plugin(name="never"), description="Re-admission policy.")
+
+
+class ProvenanceSpec(Strict):
+    audits: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        1, description="Nodes whose dataset commitment an auditor spot-checks each round.")
+    tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.1, description="Largest total variation distance between committed and audited label histograms.")
+    corrupt: list[Annotated[int, Field(ge=0)]] = Field(
+        [], description="Nodes whose dataset commitment is malformed (bad input: refused at registration).")
 
 
 class FaultSpec(Strict):
@@ -228,6 +283,38 @@ class LedgerSpec(Strict):
         None, description="A governance-approved rollback, e.g. {at: 6, to_round: 3} (null: none).")
 
 
+class RaySpec(Strict):
+    workers: Annotated[int, Field(ge=1, le=4096)] = Field(
+        2, description="Ray actors the nodes are sharded over (node i trains on actor i mod workers).")
+    address: str | None = Field(
+        None, description="An existing Ray cluster to join ('auto', 'ray://head:10001'); null starts a local one.")
+
+
+class GroupSpec(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_]+$")] = Field(
+        description="The group's name (letters, digits, _): its metrics are accuracy_<name>, attack_success_<name>.")
+    model: PluginField = Field(description="The architecture this group trains.")
+    nodes: Annotated[int, Field(ge=1, le=100_000)] = Field(description="How many of data.nodes are in this group.")
+
+
+class DiversitySpec(Strict):
+    groups: Annotated[list[GroupSpec], Field(min_length=2, max_length=16)] = Field(
+        description="Groups of nodes, each training its own architecture in its own star; their node counts add up to data.nodes.")
+    target_group: str | None = Field(
+        None, description="Put every malicious node in this group (a poisoning tailored to one group); null: anywhere.")
+    epsilon: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1, description="L-infinity budget of the FGSM and PGD examples, in raw pixel units [0, 1].")
+    pgd_steps: Annotated[int, Field(ge=1, le=1000)] = Field(10, description="PGD steps.")
+    samples: Annotated[int, Field(ge=1, le=100_000)] = Field(500, description="Test images the transfer table is measured on.")
+
+    def nodes_of(self, group: int) -> list[int]:
+        start = sum(g.nodes for g in self.groups[:group])
+        return list(range(start, start + self.groups[group].nodes))
+
+    def index(self, name: str) -> int:
+        return [g.name for g in self.groups].index(name)
+
+
 class EvalSpec(Strict):
     every: Annotated[int, Field(ge=1, le=100_000)] = Field(1, description="Evaluate every k rounds.")
 
@@ -272,7 +359,9 @@ class Scenario(Strict):
             return f, None
         if isinstance(f, str):
             return None, float(f.strip().rstrip("%").strip()) / 100
-        return None, self.adversary.malicious / self.data.nodes
+        sybils = self.adversary.sybils
+        bad = self.adversary.malicious + (sybils.slots() if sybils is not None else 0)
+        return None, bad / self.total_nodes()
 
     name: Annotated[str, Field(min_length=1, max_length=80)] = Field("run", description="Run name.")
     description: str = Field("", description="Free text shown in the report.")
@@ -292,15 +381,43 @@ class Scenario(Strict):
     adversary: AdversarySpec = AdversarySpec()
     faults: list[FaultSpec] = Field([], description="Crash and recovery schedule.")
     privacy: PrivacySpec = PrivacySpec()
+    screens: list[PluginField] = Field(
+        [], description="Sender-aware defenses in front of the chain, in order: foolsgold, flame, norm_bound, reputation.")
+    quarantine: QuarantineSpec | None = Field(
+        None, description="Validators quarantine nodes flagged for several rounds (null: flags are only measured).")
+    provenance: ProvenanceSpec | None = Field(
+        None, description="Dataset commitments at registration and an auditor's spot checks (null: none).")
     secure_aggregation: SecureAggregationSpec | None = Field(
         None, description="Star only: bucketed secure aggregation (null: the server sees every update).")
     leakage: LeakageSpec | None = Field(None, description="After the run, attack its privacy (null: no attack).")
     ledger: LedgerSpec = Field(LedgerSpec(), description="The run's tamper-evident ledger (grids turn it off).")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Where local training runs: in this process, or sharded over Ray actors.")
+    ray: RaySpec = RaySpec()
+    diversity: DiversitySpec | None = Field(
+        None, description="Model diversity: groups of nodes training different architectures, an ensemble, and a transfer table (null: one model).")
     eval: EvalSpec = EvalSpec()
+
+    def total_nodes(self) -> int:
+        """Every node slot: the honest ``data.nodes`` plus the Sybil swarm's slots."""
+        sybils = self.adversary.sybils
+        return self.data.nodes + (sybils.slots() if sybils is not None else 0)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
-        n = self.data.nodes
+        n = self.total_nodes()
+        if self.adversary.sybils is not None and self.adversary.malicious:
+            raise _FieldError("adversary.malicious", self.adversary.malicious,
+                              "with adversary.sybils the malicious nodes are its identities; set 0")
+        for i, node in enumerate(self.provenance.corrupt if self.provenance else []):
+            if node >= n:
+                raise _FieldError(f"provenance.corrupt.{i}", node, f"node ids must be below {n}")
+        if self.diversity is not None:
+            self._check_diversity()
+        if (self.screens or self.quarantine is not None or self.provenance is not None) \
+                and (self.secure_aggregation is not None or self.privacy.mechanism == "central"):
+            raise _FieldError("screens", [p.name for p in self.screens], "screens, quarantine and audits "
+                              "read each update; secure aggregation and central DP hide them from the server")
         if self.adversary.malicious > n:
             raise _FieldError("adversary.malicious", self.adversary.malicious,
                                f"more malicious nodes than nodes ({n})")
@@ -344,6 +461,33 @@ class Scenario(Strict):
                                   "clipped updates: it needs aggregator mean with no pre-aggregator")
         return self
 
+    def _check_diversity(self) -> None:
+        d = self.diversity
+        total = sum(g.nodes for g in d.groups)
+        if total != self.data.nodes:
+            raise _FieldError("diversity.groups", [g.nodes for g in d.groups],
+                              f"the groups' nodes add up to {total}, not data.nodes = {self.data.nodes}")
+        names = [g.name for g in d.groups]
+        if len(set(names)) != len(names):
+            raise _FieldError("diversity.groups", names, "two groups share a name")
+        if d.target_group is not None:
+            if d.target_group not in names:
+                raise _FieldError("diversity.target_group", d.target_group, f"no such group; have {', '.join(names)}")
+            size = d.groups[d.index(d.target_group)].nodes
+            if self.adversary.malicious > size:
+                raise _FieldError("adversary.malicious", self.adversary.malicious,
+                                  f"more than the {size} nodes of group {d.target_group}")
+        if self.topology.name != "star":
+            raise _FieldError("topology.name", self.topology.name, "with diversity each group is a star")
+        if self.faults:
+            raise _FieldError("faults", len(self.faults), "not available with diversity")
+        for what, on in (("screens", bool(self.screens)), ("adversary.sybils", self.adversary.sybils is not None),
+                         ("secure_aggregation", self.secure_aggregation is not None),
+                         ("privacy.mechanism", self.privacy.mechanism != "none"), ("leakage", self.leakage is not None),
+                         ("quarantine", self.quarantine is not None), ("provenance", self.provenance is not None)):
+            if on:
+                raise _FieldError(what, "set", "not available with diversity (each group runs the plain chain)")
+
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
@@ -363,6 +507,7 @@ def plugin_slots() -> list[tuple[str, Registry]]:
     from phalanx.aggregate import AGGREGATORS, PRE_AGGREGATORS
     from phalanx.attacks import DATA_ATTACKS, UPDATE_ATTACKS
     from phalanx.data import DATASETS, PARTITIONERS
+    from phalanx.defenses import ADMISSION, READMISSION, SCREENS
     from phalanx.models import MODELS
     from phalanx.network import GRAPHS
 
@@ -370,17 +515,28 @@ def plugin_slots() -> list[tuple[str, Registry]]:
         ("data.dataset", DATASETS), ("data.partition", PARTITIONERS), ("model", MODELS),
         ("topology.graph", GRAPHS), ("pre_aggregators", PRE_AGGREGATORS), ("aggregator", AGGREGATORS),
         ("adversary.update_attack", UPDATE_ATTACKS), ("adversary.data_attack", DATA_ATTACKS),
+        ("adversary.sybils.admission", ADMISSION), ("screens", SCREENS), ("quarantine.readmit", READMISSION),
+        ("diversity.groups[].model", MODELS),
     ]
 
 
 def _lookup(obj: Any, path: str) -> Any:
     for part in path.split("."):
+        if obj is None:
+            return None
         obj = getattr(obj, part)
     return obj
 
 
 def _specs(scenario: Scenario, path: str) -> list[tuple[str, Plugin]]:
-    """(path, spec) of each plug-in at ``path``: one, none, or a list's items."""
+    """(path, spec) of each plug-in at ``path``: one, none, or a list's items.
+
+    ``a.b[].c`` is the plug-in ``c`` of every item of the list ``a.b``.
+    """
+    if "[]." in path:
+        head, tail = path.split("[].", 1)
+        items = _lookup(scenario, head) or []
+        return [(f"{head}.{i}.{p}", spec) for i, item in enumerate(items) for p, spec in _specs(item, tail)]
     spec = _lookup(scenario, path)
     if spec is None:
         return []

@@ -161,12 +161,33 @@ def train_nodes(
     """
     if len(nodes) == 0:
         return
-    if dp is None:
-        plan = batch_plan(shards, nodes, config.epochs, config.batch_size, generator)
-        active = None
-    else:
-        plan, active = poisson_plan(shards.index[nodes], shards.sizes[nodes], config.epochs,
-                                    config.batch_size, generator)
+    plan, active = make_plan(shards, nodes, config, generator, dp is not None)
+    train_planned(flat_model, rows, nodes, shards, config, plan, active, strategy, chunk_size,
+                  workers, dp, noise_seed)
+
+
+def make_plan(shards: Shards, nodes: torch.Tensor, config: SGDConfig, generator: torch.Generator,
+              private: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every batch ``nodes`` take this round: shuffled batches (:func:`batch_plan`), or Poisson
+    batches with each node's active steps when training is ``private`` (DP-SGD)."""
+    if not private:
+        return batch_plan(shards, nodes, config.epochs, config.batch_size, generator), None
+    return poisson_plan(shards.index[nodes], shards.sizes[nodes], config.epochs, config.batch_size,
+                        generator)
+
+
+def train_planned(flat_model: FlatModel, rows: torch.Tensor, nodes: torch.Tensor, shards: Shards,
+                  config: SGDConfig, plan: torch.Tensor, active: torch.Tensor | None,
+                  strategy: Strategy = "auto", chunk_size: int = 0, workers: int = 0,
+                  dp: DPSGD | None = None, noise_seed: int = 0,
+                  ids: torch.Tensor | None = None) -> None:
+    """Train ``rows[nodes]`` in place on a plan made by :func:`make_plan` for those nodes.
+
+    ``ids``: the nodes' ids in the network, where ``nodes`` only index ``rows`` (a backend that
+    trains a block of the nodes in a buffer of its own); DP-SGD's noise is drawn per id, so the
+    same node gets the same noise wherever it trains. Defaults to ``nodes``.
+    """
+    ids = nodes if ids is None else ids
     if strategy == "auto":
         strategy = choose_strategy(rows.device, rows.shape[1], len(nodes))
     if strategy == "loop":
@@ -174,7 +195,7 @@ def train_nodes(
             workers = choose_workers(rows.device, rows.shape[1], len(nodes))
         if dp is not None:
             _in_workers(flat_model, rows, workers, len(nodes), lambda fm, g: _train_loop_dp(
-                fm, rows, nodes[g], shards, plan[g], active[g], config, dp, noise_seed))
+                fm, rows, nodes[g], ids[g], shards, plan[g], active[g], config, dp, noise_seed))
         else:
             _train_loop_parallel(flat_model, rows, nodes, shards, plan, config, workers)
         return
@@ -182,14 +203,14 @@ def train_nodes(
         chunk = len(nodes) if strategy == "vmap" else (chunk_size or default_chunk_size(rows.shape[1]))
         for i, start in enumerate(range(0, len(nodes), chunk)):
             sel = slice(start, start + chunk)
-            _train_vmap_dp(flat_model, rows, nodes[sel], shards, plan[sel], active[sel], config, dp,
-                           torch.Generator(device=rows.device).manual_seed(noise_seed + i))
+            _train_vmap_dp(flat_model, rows, nodes[sel], ids[sel], shards, plan[sel], active[sel], config,
+                           dp, torch.Generator(device=rows.device).manual_seed(noise_seed + i))
         return
     if strategy == "vmap":
         chunk_size = len(nodes)
     elif chunk_size <= 0:
         chunk_size = default_chunk_size(rows.shape[1])
-    order = shards.sizes[nodes].argsort(descending=True, stable=True)
+    order = shards.sizes[ids].argsort(descending=True, stable=True)
     for start in range(0, len(nodes), chunk_size):
         pick = order[start : start + chunk_size]
         _train_vmap(flat_model, rows, nodes[pick], shards, plan[pick], config)
@@ -331,7 +352,7 @@ def _vmap_step(grad_fn, w, buf, idx, valid, shards: Shards, config: SGDConfig) -
     _sgd_step([w], [buf] if buf is not None else [], [g], config)
 
 
-def _train_loop_dp(fm: FlatModel, rows, nodes, shards: Shards, plan, active, config: SGDConfig,
+def _train_loop_dp(fm: FlatModel, rows, nodes, ids, shards: Shards, plan, active, config: SGDConfig,
                    dp: DPSGD, noise_seed: int) -> None:
     """DP-SGD, one node at a time, in the template module: clipped per-sample sums, then noise.
 
@@ -342,13 +363,13 @@ def _train_loop_dp(fm: FlatModel, rows, nodes, shards: Shards, plan, active, con
     per_sample = None if ghost is not None else per_sample_grad_fn(fm)
     momentum = torch.zeros_like(fm.flat) if config.momentum else None
     counts = plan.ge(0).sum(dim=3).tolist()
-    for k, node in enumerate(nodes.tolist()):
+    for k, (node, ident) in enumerate(zip(nodes.tolist(), ids.tolist())):
         with torch.no_grad():
             fm.flat.copy_(rows[node])
         if momentum is not None:
             momentum.zero_()
-        noise_std = (dp.noise_multiplier[node] * dp.clip).reshape(())
-        g_noise = torch.Generator(device=fm.flat.device).manual_seed(noise_seed + node)
+        noise_std = (dp.noise_multiplier[ident] * dp.clip).reshape(())
+        g_noise = torch.Generator(device=fm.flat.device).manual_seed(noise_seed + ident)
         for e in range(plan.shape[1]):
             for s in range(plan.shape[2]):
                 if not bool(active[k, e, s]):
@@ -368,13 +389,13 @@ def _train_loop_dp(fm: FlatModel, rows, nodes, shards: Shards, plan, active, con
             rows[node].copy_(fm.flat)
 
 
-def _train_vmap_dp(fm: FlatModel, rows, nodes, shards: Shards, plan, active, config: SGDConfig,
+def _train_vmap_dp(fm: FlatModel, rows, nodes, ids, shards: Shards, plan, active, config: SGDConfig,
                    dp: DPSGD, g_noise: torch.Generator) -> None:
     """DP-SGD for a block of nodes at once: ``vmap`` over nodes of the per-sample gradients."""
     per_sample = vmap(per_sample_grad_fn(fm))
     w = rows[nodes]
     buf = torch.zeros_like(w) if config.momentum else None
-    noise_std = dp.noise_multiplier.to(w.device)[nodes] * dp.clip
+    noise_std = dp.noise_multiplier.to(w.device)[ids.to(w.device)] * dp.clip
     for e in range(plan.shape[1]):
         for s in range(plan.shape[2]):
             step = active[:, e, s]

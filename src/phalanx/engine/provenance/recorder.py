@@ -18,6 +18,11 @@ item 5):
   generator's seed, the device and torch's thread count, the slots, hiding commitments to any
   private input); privacy budget entries under DP; then a checkpoint cosigned by the
   validators (3 of 4 by default);
+- **quarantine decisions** of the validators' vote (:class:`~phalanx.engine.guard.Guard` hands
+  each :class:`~phalanx.defenses.quarantine.Decision` to :meth:`LedgerRecorder.decision`): a
+  ``quarantine`` entry (quarantine or release) signed by validator 0, applying from the next
+  round, its reason naming the votes, citing as evidence the node's update commitment of the
+  round where it had one (the audit then refuses any later commitment of a quarantined node);
 - **a scheduled rollback** (:mod:`.rollback`).
 
 What it sent means: in a star, the update (the model delta) the server received; in gossip,
@@ -60,6 +65,7 @@ from phalanx.ledger import (
     NodeRegistration,
     Policy,
     PrivacyBudget,
+    Quarantine,
     Rejection,
     UpdateCommitment,
     UpdateEquivocation,
@@ -165,6 +171,7 @@ class LedgerRecorder(RoundObserver):
         self.equivocations: Counter[int] = Counter()
         self.epsilon: dict[int, float] = {}
         self.rollbacks = Rollbacks(self, config.rollback)
+        self.decisions: list = []  # the round's quarantine decisions, written at its end
         self.dtype = str(sim.rows.dtype).removeprefix("torch.")
         self._register()
 
@@ -360,6 +367,7 @@ class LedgerRecorder(RoundObserver):
         else:
             items += self._gossip_records(sim, r, index)
         items += self._privacy_entries(sim, r, order)
+        items += self._quarantine_entries(index)
         if items:
             self.ledger.submit_many(items)
         self.private.flush()
@@ -373,6 +381,21 @@ class LedgerRecorder(RoundObserver):
         self.rollbacks.round_finished(r)
         self.round = None
         return {"equivocations": len(rnd.evidence)} if self.kind == "gossip" else {}
+
+    def decision(self, d) -> None:
+        """A quarantine or release decided this round (``Guard.on_decision``): logged at the round's end."""
+        self.decisions.append(d)
+
+    def _quarantine_entries(self, index: dict[int, int]) -> list:
+        items = []
+        for d in self.decisions:
+            votes = ("the server" if tuple(d.voters) in ((), (-1,)) else f"{len(d.votes)} of {len(d.voters)} validators scoring it")
+            reason = f"{d.reason}; decided in round {d.round} by {votes}"
+            evidence = [index[d.node]] if d.node in index else []
+            items.append((Quarantine(node=self.node_ids[d.node], round=d.round + 1, action=d.action,
+                                     reason=reason[:1000], evidence=evidence), self.ids.validator(0)))
+        self.decisions = []
+        return items
 
     def _rejections(self, receiver: int, senders, index: dict[int, int]) -> list[Rejection]:
         rnd = self.round
