@@ -173,6 +173,8 @@ def test_bad_flags_are_one_line_errors(tmp_path):
     assert r.returncode == 2 and "--malicious needs --attack" in r.stderr
     r = phalanx("status", "--out", str(tmp_path / "nowhere"), timeout=60)
     assert r.returncode == 2 and "no such file" in r.stderr
+    r = phalanx("propose", "launch", "--out", str(tmp_path / "nowhere"), timeout=60)
+    assert r.returncode == 2 and "is not one of admit" in r.stderr and "Traceback" not in r.stderr
     r = phalanx("node", "start", str(tmp_path / "nowhere"), timeout=60)
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
 
@@ -402,8 +404,10 @@ def test_an_old_node_is_refused_and_a_stale_node_halts_at_activation(network):
     assert net.procs["node4"].returncode == 3
     log4 = (net.by_name("node4").folder / "node.log").read_text()
     assert "every peer refused this node" in log4 and "software 0.0.9 is below the minimum 0.1.0" in log4
-    at = max(net.round_of(n) for n in live) + 60  # time to log the proposal and 4 votes in 4 logs
-    launcher.govern(net.out, "min_version", {"software": "0.2.0", "protocol": 1, "at": at}, deadline=at)
+    at = max(net.round_of(n) for n in live) + 150  # time to log the proposal and 4 votes in 4 logs
+    r = phalanx("propose", "min_version", "--param", "software=0.2.0", "--param", "protocol=1", "--param",
+                f"at={at}", "--deadline", str(at), "--out", str(net.out), timeout=120)
+    assert r.returncode == 0 and r.stdout.count("proposal at entry") == 4, r.stdout + r.stderr
     net.procs["node3"].wait(240)
     assert net.procs["node3"].returncode == 3
     log3 = (net.by_name("node3").folder / "node.log").read_text()

@@ -532,6 +532,34 @@ def status(out: Annotated[Path, typer.Option(help="The network's folder (phalanx
 
 
 @app.command()
+def propose(
+    action: Annotated[str, typer.Argument(help="admit, evict, quarantine, release, min_version or rollback.")],
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", help="A parameter, e.g. --param software=0.2.0 --param at=12 (values read as YAML).")] = None,
+    deadline: Annotated[int, typer.Option(min=1, help="The last round in which votes count.")] = 1_000_000,
+    voters: Annotated[Optional[int], typer.Option(min=1, help="How many validators vote yes (default: all).")] = None,
+    out: Annotated[Path, typer.Option(help="The network's folder (phalanx up --out).")] = Path("out/network"),
+) -> None:
+    """Propose a governance action to a local network and vote on it as its validators (their keys
+    are in OUT/nodes): the proposal and the votes go into every live node's log."""
+    from phalanx.network.config import ConfigError
+    from phalanx.range.launcher import govern
+    from phalanx.range.scenario import ScenarioError, parse_set
+
+    try:
+        params = parse_set(param or [])
+        if any(isinstance(v, (dict, list)) for v in params.values()):
+            raise ScenarioError("--param: values are scalars (a dotted key is not a parameter)")
+        indices = govern(out, action, params, deadline=deadline, voters=voters)
+    except (ScenarioError, ConfigError) as e:
+        raise _fail(f"error: {e}", 2) from None
+    for name, index in indices.items():
+        typer.echo(f"{name:<10} proposal at entry {index}")
+    if not indices:
+        raise _fail("error: no node of the network answered", 1)
+
+
+@app.command()
 def down(out: Annotated[Path, typer.Option(help="The network's folder (phalanx up --out).")] = Path("out/network")
          ) -> None:
     """Stop every node process of the network in OUT (SIGTERM, then SIGKILL after 10 s)."""

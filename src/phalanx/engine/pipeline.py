@@ -53,3 +53,24 @@ def aggregate_relative(chain: Chain, msgs: torch.Tensor, mask: torch.Tensor, ref
         got = chain.aggregate(pick(msgs), pick(mask), None if weights is None else pick(weights), context)
         out[sel] = got if post is None else post(got, sel, pick)
     return torch.where(ok[:, None], ref + out, own), got, sel
+
+
+@torch.no_grad()
+def evaluate_rows(flat_model, rows: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                  batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """(accuracy, mean cross-entropy) of each model row on the test set, through ``flat_model``."""
+    module = flat_model.module
+    n = max(1, len(test_y))
+    accs, losses = [], []
+    for row in rows:
+        flat_model.flat.copy_(row)
+        correct, total_loss = 0, 0.0
+        for s in range(0, len(test_y), batch):
+            logits = module(test_x[s : s + batch])
+            y = test_y[s : s + batch]
+            correct += int((logits.argmax(1) == y).sum())
+            total_loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        accs.append(correct / n)
+        losses.append(total_loss / n)
+    return torch.tensor(accs), torch.tensor(losses)
+

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from phalanx.aggregate import Aggregator, Chain, Context
 from phalanx.attacks import AttackView, SuccessSet, UpdateAttack
@@ -48,7 +47,7 @@ from phalanx.core.seeding import derive_seed, generator
 from phalanx.defenses import cap_claims, finite_rows, shape_ok
 from phalanx.engine.faults import FaultSchedule
 from phalanx.engine.guard import Guard
-from phalanx.engine.pipeline import aggregate_relative, declared_f
+from phalanx.engine.pipeline import aggregate_relative, declared_f, evaluate_rows
 from phalanx.engine.secure import SecureAggregation, exposed_honest
 from phalanx.engine.observer import RoundObserver
 from phalanx.engine.success import success_rates
@@ -581,17 +580,5 @@ class Simulation:
         return {"attack_success": float(rates.mean()), "attack_success_max": float(rates.max())}
 
     def _eval_rows(self, rows: torch.Tensor, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-        fm, module = self.flat_model, self.flat_model.module
-        accs, losses = [], []
-        for row in rows:
-            fm.flat.copy_(row)
-            correct, total_loss = 0, 0.0
-            for s in range(0, len(self.test_y), batch):
-                logits = module(self.test_x[s : s + batch])
-                y = self.test_y[s : s + batch]
-                correct += int((logits.argmax(1) == y).sum())
-                total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            accs.append(correct / len(self.test_y))
-            losses.append(total_loss / len(self.test_y))
-        return torch.tensor(accs), torch.tensor(losses)
+        return evaluate_rows(self.flat_model, rows, self.test_x, self.test_y, batch)
 

@@ -41,6 +41,7 @@ class Peer:
     refusal: str = ""  # why our last handshake with it failed, if it did
     refusal_status: int = 0
     seq: int | None = None  # our next sequence number in its log
+    round: int = 0  # the latest round it sent this node an update for (the round it is working on)
 
 
 @dataclass

@@ -99,9 +99,10 @@ class NodeLog:
         """Store a model's bytes under their SHA-256 (always); the digest."""
         return self.blobs.put(tensor_view(model).tobytes())
 
-    def commit(self, salt: bytes, t: torch.Tensor) -> bytes:
-        """The hiding commitment SHA-256(salt || bytes); its opening kept when keeping updates."""
-        commitment = tensor_commitment(salt, t)
+    def commit(self, salt: bytes, t: torch.Tensor, commitment: bytes | None = None) -> bytes:
+        """The hiding commitment SHA-256(salt || bytes) (``commitment``: already computed); its
+        opening kept when keeping updates."""
+        commitment = tensor_commitment(salt, t) if commitment is None else commitment
         if self.keep_updates:
             blob = self.keep(t)
             with self.lock:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -377,6 +376,9 @@ class Node:
     def _on_update(self, m: Opened) -> bytes:
         msg = read("update", m.body, self.max_body)
         sender, r = m.sender, msg["round"]
+        peer = self.table.get(sender)
+        if peer is not None and r <= self.round + 1000:  # where the sender is, even if refused below
+            peer.round = max(peer.round, r)
         barred = self.gov.barred(sender, max(r, self.round))
         if barred is not None:
             raise EnvelopeError(403, barred, sender)
@@ -421,13 +423,14 @@ class Node:
         if body.round != msg["round"] or body.base_model != msg["base"]:
             raise EnvelopeError(400, "update commitment: its round or base model is not the message's", sender)
         model = torch.frombuffer(bytearray(msg["model"]), dtype=torch.float32)
-        if tensor_commitment(msg["salt"], model) != body.update:
+        commitment = tensor_commitment(msg["salt"], model)
+        if commitment != body.update:
             raise EnvelopeError(400, "update commitment: it does not open to the model sent with this salt", sender)
         if count_commitment(msg["count_salt"], msg["count"]) != body.samples:
             raise EnvelopeError(400, "update commitment: the claimed count does not open", sender)
         if entry.seq < self.log.next_seq(key):
             raise EnvelopeError(409, f"update commitment: seq {entry.seq} was already used here", sender)
-        self.log.commit(msg["salt"], model)
+        self.log.commit(msg["salt"], model, commitment)
         self.log.opening(body.samples, msg["count_salt"], {"count": msg["count"]})
         return Received(sender, model, entry, bool(torch.isfinite(model).all()), msg["count"])
 
@@ -641,6 +644,11 @@ class Node:
             r = self.round + 1
             if any(not p.handshaken for p in self.table.all()):
                 self.handshakes()  # a peer that was down, or joined since
+            if self.mode == "gossip" and self._lagging(r):
+                before = self.round
+                self._catch_up()  # most peers are rounds ahead: take their model, then go on with them
+                if self.round > before:
+                    continue
             if self.task.shards is None and not self.is_server:
                 time.sleep(0.5)  # a member with no data and no role in the rounds: it serves and witnesses
                 continue
@@ -656,6 +664,12 @@ class Node:
                 continue
             self._finish_round(r, info, t0)
         self._event("done", f"finished {self.round} rounds; serving until stopped")
+
+    def _lagging(self, r: int) -> bool:
+        """Whether most live peers sent updates for rounds at least two past ``r`` (this node fell
+        behind, e.g. starved of CPU: it would never be waited for again)."""
+        live = [p for p in self.table.all() if p.registered and p.up and p.handshaken]
+        return bool(live) and 2 * sum(p.round >= r + 2 for p in live) > len(live)
 
     def _finish_round(self, r: int, info: dict, t0: float) -> None:
         acc = loss = None
@@ -775,7 +789,8 @@ class Node:
         with self.cond:
             while not self.stopping.is_set():
                 got = self.inbox.get(r, {})
-                live = {n for n in expected if (p := self.table.get(n)) is not None and p.up}
+                # a peer that was not in the previous round with this node (it lags) is not waited for
+                live = {n for n in expected if (p := self.table.get(n)) is not None and p.up and p.round >= r - 1}
                 if set(got) >= live or (enough is not None and len(got) >= enough):
                     break
                 left = until - time.time()

@@ -16,6 +16,7 @@ import torch
 from phalanx.aggregate import Chain
 from phalanx.attacks import UpdateAttack
 from phalanx.core.seeding import generator
+from phalanx.engine.pipeline import evaluate_rows
 from phalanx.models.flat import FlatModel
 from phalanx.train import SGDConfig, Shards, train_nodes
 
@@ -57,16 +58,7 @@ class Task:
                     self.strategy, 0, 1)
         return row[0]
 
-    @torch.no_grad()
-    def evaluate(self, model: torch.Tensor, batch: int = 4096) -> tuple[float, float]:
-        """(accuracy, loss) of ``model`` on the test set."""
-        fm, module = self.flat_model, self.flat_model.module
-        fm.flat.copy_(model)
-        correct, total = 0, 0.0
-        for s in range(0, len(self.test_y), batch):
-            logits = module(self.test_x[s:s + batch])
-            y = self.test_y[s:s + batch]
-            correct += int((logits.argmax(1) == y).sum())
-            total += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-        n = max(1, len(self.test_y))
-        return correct / n, total / n
+    def evaluate(self, model: torch.Tensor) -> tuple[float, float]:
+        """(accuracy, loss) of ``model`` on the test set (the simulation's evaluation)."""
+        acc, loss = evaluate_rows(self.flat_model, model[None], self.test_x, self.test_y)
+        return float(acc[0]), float(loss[0])
