@@ -194,6 +194,20 @@ def test_node_init_makes_an_identity_and_never_overwrites_it(tmp_path):
     assert json.loads((tmp_path / "a" / "node.keys").read_text()) == keys
 
 
+def test_a_node_keeps_its_log_in_postgresql(network, pg_url):
+    net = network(nodes=2, rounds=2, timeout=6.0)
+    net.edit("node0", ledger=pg_url)
+    net.start()
+    net.wait(lambda: net.all_done(["node0", "node1"]), 240, "both nodes to finish")
+    net.stop()
+    assert not (net.by_name("node0").folder / "ledger.db").exists()
+    r = phalanx("audit", pg_url, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("ok:"), r.stdout + r.stderr
+    with Ledger.open(pg_url, readonly=True) as ledger:
+        rounds = [e.body.round for _, e in ledger.entries() if e.type == "aggregate_record"]
+    assert rounds == [0, 1, 2]
+
+
 # ------------------------------------------------------------------ hostile messages
 
 def test_hostile_messages_are_refused_and_logged_while_the_node_keeps_serving(network):

@@ -134,9 +134,11 @@ def start_node(folder: Path) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what matters
     member = genesis.member(keys.node)
     task = build_task(genesis, member.shard if member is not None else -1, config.attack)
+    from phalanx.ledger import StorageError
+
     try:
         node = Node(folder, config, keys, genesis, task)
-    except Halt as e:
+    except (Halt, StorageError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return HALTED
     app = build_app(node)

@@ -35,7 +35,7 @@ import torch
 
 from phalanx.core.keys import SigningKey
 from phalanx.engine.provenance.private import BLOBS, OPENINGS, decode_tensor, tensor_commitment, tensor_view
-from phalanx.ledger import AggregateRecord, Body, BlobStore, Entry, Ledger, Policy, Published
+from phalanx.ledger import AggregateRecord, Body, BlobStore, Entry, Ledger, Policy, Published, StorageError
 from phalanx.ledger.note import Signer
 
 PRIVATE_DIR = "ledger-private"
@@ -59,12 +59,18 @@ class NodeLog:
         """Open the node's log, or create it with the entries ``genesis()`` returns (signed by
         ``key``). Returns (log, created)."""
         path = location if "://" in location else str(folder / location)
-        created = "://" not in location and not Path(path).exists()
-        if created:
-            ledger = Ledger.create(path, signer, policy=policy)
-            (folder / "policy.txt").write_text(policy.format())
+        if "://" in location:  # PostgreSQL: created while its database holds no ledger, else opened
+            try:
+                ledger, created = Ledger.create(path, signer, policy=policy), True
+            except StorageError as e:
+                if "already holds a ledger" not in str(e):
+                    raise
+                ledger, created = Ledger.open(path, signer=signer), False
         else:
-            ledger = Ledger.open(path, signer=signer)
+            created = not Path(path).exists()
+            ledger = Ledger.create(path, signer, policy=policy) if created else Ledger.open(path, signer=signer)
+        if created:
+            (folder / "policy.txt").write_text(policy.format())
         log = cls(ledger, folder / PRIVATE_DIR, key, keep_updates)
         if created:
             log.submit(list(genesis()))
