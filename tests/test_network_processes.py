@@ -155,6 +155,11 @@ def test_up_encrypted_runs_rounds_with_no_coordinator_then_status_and_down(tmp_p
         st = phalanx("status", "--out", str(out), timeout=60)
         assert st.returncode == 0 and [line.split()[1] for line in st.stdout.splitlines()[1:]] == ["yes"] * 4
         assert st.stdout.count("3/3") == 4
+        snapshot = json.loads((out / "status.json").read_text())  # what the dashboard reads
+        assert [n["name"] for n in snapshot["nodes"]] == ["node0", "node1", "node2", "node3"]
+        ids = {n["id"] for n in snapshot["nodes"]}
+        assert all(set(n["peers"]) == ids - {n["id"]} and n["up"] for n in snapshot["nodes"])
+        assert sum(n["role"] == "validator" for n in snapshot["nodes"]) == 4
         audit = phalanx("audit", str(out / "nodes" / "node0" / "ledger.db"), timeout=120)
         assert audit.returncode == 0 and audit.stdout.startswith("ok:"), audit.stdout + audit.stderr
     finally:

@@ -12,6 +12,8 @@ started, unless asked to leave them running.
 The layout::
 
     OUT/network.json           the nodes: names, folders, URLs, process IDs (phalanx status/down read it)
+    OUT/status.json            the live network as the dashboard reads it (phalanx up and phalanx
+                               status rewrite it from the nodes' /v1/status)
     OUT/genesis.yaml           the network's genesis
     OUT/nodes/<name>/          each node: node.keys, node.yaml, ledger.db, policy.txt,
                                ledger-private/, witness.json, metrics.jsonl, events.jsonl,
@@ -51,6 +53,7 @@ class Planned:
     malicious: bool
     role: str  # "trainer" or "server"
     shard: int
+    node: str = ""  # its node ID (hex)
 
 
 def free_ports(n: int) -> list[int]:
@@ -94,7 +97,8 @@ def plan(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str = 
         members.append(Member(name=name, node=keys.node.hex(), key=keys.identity.public.raw.hex(), xk=keys.xk.hex(),
                               url=url, log=keys.log.public.raw.hex(), witness=keys.witness.public.raw.hex(),
                               roles=roles, shard=-1 if server else i))
-        planned.append(Planned(name, folder, url, i in bad, "server" if server else "trainer", -1 if server else i))
+        planned.append(Planned(name, folder, url, i in bad, "server" if server else "trainer", -1 if server else i,
+                               keys.node.hex()))
     genesis = Genesis(network=f"up-{int(time.time())}", mode=mode, rounds=scenario.rounds, round_timeout_s=timeout_s,
                       admission=AdmissionSpec(), members=members,
                       task=scenario.model_dump(mode="json"))
@@ -121,8 +125,9 @@ def spawn(p: Planned, env: dict[str, str] | None = None) -> subprocess.Popen:
 
 def write_network(out: Path, planned: list[Planned], procs: dict[str, subprocess.Popen], run: str) -> None:
     data = {"run": run, "started": time.time(), "launcher": os.getpid(),
-            "nodes": [{"name": p.name, "folder": str(p.folder.resolve()), "url": p.url, "malicious": p.malicious,
-                       "role": p.role, "shard": p.shard, "pid": procs[p.name].pid if p.name in procs else None}
+            "nodes": [{"name": p.name, "node": p.node, "folder": str(p.folder.resolve()), "url": p.url,
+                       "malicious": p.malicious, "role": p.role, "shard": p.shard,
+                       "pid": procs[p.name].pid if p.name in procs else None}
                       for p in planned]}
     tmp = out / (NETWORK_FILE + ".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -151,11 +156,37 @@ def node_status(url: str, timeout: float = 2.0) -> dict | None:
         return None
 
 
+STATUS_FILE = "status.json"
+
+
+def write_snapshot(out: Path, nodes: list[dict], statuses: dict[str, dict | None]) -> None:
+    """``OUT/status.json``: the network as the dashboard reads a deployed one
+    (:func:`phalanx.dashboard.network.network_from_status`): each node's ID, name, software,
+    role, the peers it sees up, and whether it answers."""
+    items = []
+    for node in nodes:
+        st = statuses.get(node["name"])
+        roles = (st or {}).get("roles") or []
+        role = "server" if node.get("role") == "server" else "validator" if "validator" in roles else "honest"
+        items.append({"id": node.get("node") or (st or {}).get("node", node["name"]), "name": node["name"],
+                      "version": (st or {}).get("software", ""), "role": role, "up": st is not None,
+                      "round": (st or {}).get("round"), "halted": (st or {}).get("halted"),
+                      "peers": [p["node"] for p in (st or {}).get("peers", []) if p.get("up")],
+                      "reputation": None, "quarantined": False})
+    tmp = out / (STATUS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"time": time.time(), "nodes": items}, indent=1) + "\n")
+    os.replace(tmp, out / STATUS_FILE)
+
+
 def status(out: Path) -> list[dict]:
-    """One row per node of the network in ``out``: up or not, its round, log, peers, accuracy."""
+    """One row per node of the network in ``out``: up or not, its round, log, peers, accuracy
+    (and ``OUT/status.json`` rewritten from what the nodes said)."""
     rows = []
-    for node in read_network(out)["nodes"]:
-        st = node_status(node["url"])
+    nodes = read_network(out)["nodes"]
+    statuses = {node["name"]: node_status(node["url"]) for node in nodes}
+    write_snapshot(out, nodes, statuses)
+    for node in nodes:
+        st = statuses[node["name"]]
         rows.append({"name": node["name"], "url": node["url"], "pid": node.get("pid"), "malicious": node["malicious"],
                      "up": st is not None, **({} if st is None else {
                          "round": st["round"], "rounds": st["rounds"], "done": st["done"], "halted": st["halted"],
@@ -444,7 +475,10 @@ def up(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str, kee
         progress(f"started {len(planned)} node processes ({mode}); phalanx status --out {out} shows them")
         seen: dict[str, int] = {}
 
+        listed = read_network(out)["nodes"]
+
         def report_progress(st: dict) -> None:
+            write_snapshot(out, listed, st)
             rounds = {n: s["round"] for n, s in st.items() if s is not None}
             if rounds and rounds != seen:
                 seen.clear()

@@ -533,7 +533,8 @@ class Node:
         last = self._last_metrics
         return {
             "name": self.name, "node": self.me.hex(), "url": self.config.advertised, "mode": self.mode,
-            "role": "server" if self.is_server else "node", "round": self.round, "rounds": self.rounds,
+            "role": "server" if self.is_server else "node", "roles": list(self._registration().roles),
+            "round": self.round, "rounds": self.rounds,
             "done": bool(self.rounds and self.round >= self.rounds), "halted": self.halted,
             "software": self.software, "protocol": self.protocol, "fork": {"hash": h.hex(), "next": nxt},
             "malicious": self.task.attack is not None,
