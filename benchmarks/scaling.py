@@ -14,8 +14,15 @@ Two measurements (issue 8), each against a reference timed in the same run:
   The reference is the same round with the population cut to the participants alone: what the
   population itself costs.
 
+- **Host memory per node.** Each of star and gossip (random 8-regular), with a population of
+  1,000 and of ``--population`` nodes and ``--per-round`` participants, runs 2 rounds in a fresh
+  process that reports its peak resident memory, and the same process's memory once torch, the
+  data and the model are loaded (the base). The constant per node is the slope between the two
+  populations, set beside what the engine keeps per node by design (gossip: one model, d float32;
+  star: no model, only the node's index row and counters).
+
     python benchmarks/scaling.py [--nodes 100] [--rounds 4] [--population 10000] [--per-round 100]
-        [--skip-ray] [--skip-population] [--out benchmarks/results/scaling.json]
+        [--skip-ray] [--skip-population] [--skip-memory] [--out benchmarks/results/scaling.json]
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import json
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,6 +88,46 @@ def run(config: dict) -> dict:
     return out
 
 
+def probe(topology: str, population: int, per_round: int, model: str) -> dict:
+    """Run in a fresh process: 2 rounds; the base and peak resident memory (GiB)."""
+    config = scenario(rounds=2, model=model, data={"nodes": population, "train_samples": None},
+                      topology={"name": topology, "participation": per_round / population})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.yaml"
+        path.write_text(yaml.safe_dump(config))
+        built = build(load_study(path)[2][0])
+    base = current_host_gib()
+    t0 = time.perf_counter()
+    for r in (1, 2):
+        built.simulation.step(r)
+    return {"topology": topology, "population": population, "base_gib": base,
+            "peak_gib": peak_host_gib(), "rounds_s": time.perf_counter() - t0,
+            "dim": int(built.simulation.rows.shape[1])}
+
+
+def current_host_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def memory_curve(populations: list[int], per_round: int, model: str) -> dict:
+    """Peak host memory per topology and population, each in its own process; bytes per node."""
+    out: dict = {}
+    for topology in ("star", "gossip"):
+        rows = []
+        for population in populations:
+            cmd = [sys.executable, __file__, "--probe", topology, str(population), str(per_round), model]
+            rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                                   .strip().splitlines()[-1]))
+        (a, b), d = rows, rows[0]["dim"]
+        per_node = (b["peak_gib"] - a["peak_gib"]) * 2**30 / (b["population"] - a["population"])
+        out[topology] = {"runs": rows, "bytes_per_node": per_node, "model_bytes": 4 * d,
+                         "per_node_over_model": per_node / (4 * d)}
+    return out
+
+
 def peak_host_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
@@ -93,7 +142,14 @@ def main() -> None:
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-population", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "scaling.json"))
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--probe", nargs=4, metavar=("TOPOLOGY", "POPULATION", "PER_ROUND", "MODEL"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        topology, population, per_round, model = args.probe
+        print(json.dumps(probe(topology, int(population), int(per_round), model)))
+        return
     result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(), "settings": vars(args)}
     if not args.skip_ray:
@@ -128,6 +184,19 @@ def main() -> None:
               + (f", device {device:.2f} GiB" if device is not None else ""))
         result["population"] = {"population": population, "participants_alone": reference,
                                 "peak_host_gib": host, "host_before_gib": before, "peak_device_gib": device}
+    if not args.skip_memory:
+        curve = memory_curve([1000, args.population], args.per_round, args.model)
+        print(f"Host memory per node ({args.model}, d = {curve['star']['runs'][0]['dim']:,}; peak over 2 "
+              f"rounds, {args.per_round} a round, each run in its own process):")
+        print(f"  {'topology':<8} {'1,000 nodes':>12} {f'{args.population:,} nodes':>14} {'per node':>10} "
+              f"{'one model':>10} {'ratio':>6}")
+        for topology, row in curve.items():
+            a, b = row["runs"]
+            print(f"  {topology:<8} {a['peak_gib']:>10.2f} G {b['peak_gib']:>12.2f} G "
+                  f"{row['bytes_per_node'] / 1024:>8.1f} K {row['model_bytes'] / 1024:>8.1f} K "
+                  f"{row['per_node_over_model']:>6.2f}")
+        print(f"  base (torch, data, model loaded): {curve['star']['runs'][0]['base_gib']:.2f} GiB")
+        result["memory"] = curve
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
 

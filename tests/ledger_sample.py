@@ -115,8 +115,14 @@ def build(location: str | Path, *, nodes: int = 4, witnesses: int = 4, rounds: i
 
 def submit_the_rest(ledger: Ledger, keys: list[SigningKey], evidence: list[int]) -> None:
     validator, other = keys[0], keys[1]
+    # a quarantine is a network-wide decision: a proposal the validators pass, cited by the entry
+    _, asked = ledger.submit(GovernanceProposal(action="quarantine", params={"node": keys[-1].node_id.hex(),
+                                                                           "round": 1},
+                                                title="sent NaN twice", deadline=1), validator)
+    ballots = [ledger.submit(GovernanceVote(proposal=asked, choice="yes"), k)[1] for k in keys[:3]]
+    _, passed = ledger.submit(GovernanceActivation(proposal=asked, votes=ballots, round=1), validator)
     ledger.submit(Quarantine(node=keys[-1].node_id, round=1, action="quarantine", reason="sent NaN twice",
-                             evidence=evidence[-1:]), validator)
+                             evidence=[passed, *evidence[-1:]]), validator)
     ledger.submit(Reputation(node=keys[-1].node_id, round=1, score=-0.5, reason="outlier", evidence=evidence[-1:]),
                   validator)
     ledger.submit(PrivacyBudget(round=1, node=other.node_id, mechanism="gaussian", accountant="rdp",

@@ -217,3 +217,13 @@ def test_gossip_malicious_node_may_tell_each_neighbour_something_different(make_
     for i in range(3):  # uniform mixing over the 4 slots; node 3 sent g0 + i to receiver i
         expected = (sum(trained) + g0 + i) / 4
         torch.testing.assert_close(sim.rows[i], expected, **TOL)
+
+
+def test_finite_rows_in_chunks_equals_the_whole_check():
+    from phalanx.defenses.validation import finite_rows
+
+    x = torch.randn(50, 7, 300)
+    x[3, 2, 5], x[40, 0, 299], x[49, 6, 0] = float("nan"), float("inf"), -float("inf")
+    chunked = finite_rows(x, chunk_bytes=4000)  # about 3 rows a chunk
+    assert chunked.shape == (50, 7) and torch.equal(chunked, torch.isfinite(x).all(-1))
+    assert int((~chunked).sum()) == 3

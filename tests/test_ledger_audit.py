@@ -143,7 +143,7 @@ def test_cli_audit_receipts_and_hostile_input(tmp_path):
     (tmp_path / "policy.txt").write_text(sample.policy.format())
     ok = run_cli("audit", str(tmp_path / "ledger.db"), "--policy", str(tmp_path / "policy.txt"))
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith("ok: 31 entries, 4 checkpoints") and "1 entries after the last checkpoint" in ok.stdout
+    assert ok.stdout.startswith("ok: 36 entries, 4 checkpoints") and "1 entries after the last checkpoint" in ok.stdout
     exported = run_cli("receipt", "export", str(tmp_path / "ledger.db"), "12", "--out", str(tmp_path / "r.proof"))
     assert exported.returncode == 0, exported.stderr
     good = run_cli("receipt", "verify", str(tmp_path / "r.proof"), "--log-key", sample.log.vkey,

@@ -32,7 +32,7 @@ def test_a_full_ledger_reopens_to_the_same_tree_and_audits(ledger_location):
     ledger = sample.ledger
     size, root = ledger.size, ledger.root()
     published = ledger.checkpoints()
-    assert [p.checkpoint.size for p in published] == [8, 13, 18, 30]
+    assert [p.checkpoint.size for p in published] == [8, 13, 18, 35]
     assert all(sample.policy.is_final(p.format()) for p in published)
     ledger.close()
     with Ledger.open(ledger_location, signer=sample.log) as again:
@@ -40,12 +40,12 @@ def test_a_full_ledger_reopens_to_the_same_tree_and_audits(ledger_location):
         for index in (0, 7, 29):
             verify_inclusion(again.entry(index).leaf_hash, index, size, again.inclusion_proof(index), root)
         verify_consistency(8, size, again.consistency_proof(8), again.root(8), root)
-        assert again.next_seq(sample.nodes[2]) == 5  # registration, dataset, two updates, a vote
+        assert again.next_seq(sample.nodes[2]) == 6  # registration, dataset, two updates, two votes
         again.submit(DatasetCommitment(name="more", root=ls.h("more"), samples=3), sample.nodes[0])
         again.checkpoint(sample.witnesses)
     report = audit(ledger_location, policy=sample.policy)
     assert report.ok, report.summary()
-    assert (report.entries, report.checkpoints, report.uncheckpointed) == (31, 5, 0)
+    assert (report.entries, report.checkpoints, report.uncheckpointed) == (36, 5, 0)
 
 
 def test_a_rejected_batch_stores_nothing(ledger_location):
@@ -117,7 +117,7 @@ def test_receipts_verify_offline_and_every_step_can_fail(tmp_path):
     text = receipt.format()
     assert text.startswith("c2sp.org/tlog-proof@v1\nextra ") and "\nindex 9\n" in text
     checked = verify_receipt(text, sample.policy)
-    assert checked.entry.type == "update_commitment" and checked.checkpoint.size == 30
+    assert checked.entry.type == "update_commitment" and checked.checkpoint.size == 35
     again = Receipt.parse(text)
     assert again == receipt
     with pytest.raises(ReceiptError, match="step 4"):

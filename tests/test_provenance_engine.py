@@ -410,15 +410,35 @@ def test_governance_checks_need_two_thirds_and_the_right_model(tmp_path):
     assert "but the log's model after that round is" in wrong.summary()
 
 
+def _quarantined(folder, approving_votes: int):
+    """A sample log where node 2 is quarantined from round 1, by a proposal with that many of the
+    three validators' yes votes (0: no proposal at all), then sends its round-1 update."""
+    from phalanx.ledger import GovernanceActivation, GovernanceProposal, GovernanceVote
+
+    sample = ls.build(folder / "ledger.db", everything=False, rounds=1)
+    ledger, nodes, target = sample.ledger, sample.nodes, sample.nodes[2].node_id
+    evidence = []
+    if approving_votes:
+        _, p = ledger.submit(GovernanceProposal(action="quarantine", params={"node": target.hex(), "round": 1},
+                                                title="NaN", deadline=1), nodes[0])
+        cast = [ledger.submit(GovernanceVote(proposal=p, choice="yes"), nodes[j])[1] for j in range(approving_votes)]
+        evidence = [ledger.submit(GovernanceActivation(proposal=p, votes=cast, round=1), nodes[0])[1]]
+    ledger.submit(ls.Quarantine(node=target, round=1, action="quarantine", reason="NaN", evidence=evidence),
+                  nodes[0])
+    ls.round_entries(ledger, nodes, 1, sample.salt)
+    ledger.checkpoint(sample.witnesses)
+    ledger.close()
+    return audit(folder / "ledger.db", checks=EngineChecks().checks()).summary()
+
+
 def test_the_engine_check_refuses_updates_from_a_quarantined_node(tmp_path):
-    sample = ls.build(tmp_path / "ledger.db", everything=False, rounds=1)
-    sample.ledger.submit(ls.Quarantine(node=sample.nodes[2].node_id, round=1, action="quarantine", reason="NaN"),
-                         sample.nodes[0])
-    ls.round_entries(sample.ledger, sample.nodes, 1, sample.salt)
-    sample.ledger.checkpoint(sample.witnesses)
-    sample.ledger.close()
-    report = audit(tmp_path / "ledger.db", checks=EngineChecks().checks())
-    assert "not_quarantined: update of round 1 from node" in report.summary()
+    assert "not_quarantined: update of round 1 from node" in _quarantined(tmp_path / "passed", 3)
+
+
+def test_a_quarantine_without_a_passed_proposal_is_refused(tmp_path):
+    assert "not_quarantined: quarantine of node" in _quarantined(tmp_path / "none", 0)
+    assert "cites no passed governance proposal to quarantine it" in _quarantined(tmp_path / "none2", 0)
+    assert "carries 2 yes votes of 3 validators" in _quarantined(tmp_path / "two_of_three", 2)
 
 
 # ------------------------------------------------------------------------------ tampering

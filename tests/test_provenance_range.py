@@ -193,7 +193,7 @@ adversary:
 """
 
 
-def test_the_validators_quarantine_decisions_are_ledger_entries_citing_evidence(tmp_path):
+def test_the_validators_quarantine_decisions_are_passed_proposals_citing_evidence(tmp_path):
     from phalanx.ledger import Ledger
 
     (tmp_path / "q.yaml").write_text(QUARANTINE_SCENARIO)
@@ -210,8 +210,12 @@ def test_the_validators_quarantine_decisions_are_ledger_entries_citing_evidence(
     by_index = dict(log)
     for (i, body), d in zip(logged, decisions):
         assert body.action == "quarantine" and body.round == d["round"] + 1 and "the server" in body.reason
-        cited = by_index[body.evidence[0]]
-        assert cited.type == "update_commitment" and cited.body.round == d["round"]
+        activation, commitment = (by_index[j] for j in body.evidence)
+        assert activation.type == "governance_activation" and len(activation.body.votes) == 4
+        proposal = by_index[activation.body.proposal]
+        assert proposal.type == "governance_proposal" and proposal.body.action == "quarantine"
+        assert proposal.body.params["node"] == body.node.hex() and proposal.body.params["round"] == body.round
+        assert commitment.type == "update_commitment" and commitment.body.round == d["round"]
     # no update commitment from a quarantined node after its quarantine: the audit's own check agrees
     result = cli("audit", folder / "ledger.db", "--policy", folder / "policy.txt", "--replay")
     assert result.returncode == 0, result.stdout + result.stderr

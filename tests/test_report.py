@@ -18,6 +18,12 @@ CSP_TAG = ('<meta http-equiv="Content-Security-Policy" '
            "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">")
 
 
+def _markup(html: str) -> str:
+    """The page without its three script elements (the dashboard's and the verifier's code, and the
+    JSON data block), whose text names metrics and holds escaped data: what is left is markup."""
+    return re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.S)
+
+
 def _partition(sizes=(30, 20, 10, 40), classes=CLASSES) -> dict:
     return {
         "sizes": list(sizes),
@@ -100,9 +106,19 @@ def html(tmp_path_factory) -> str:
 
 
 def test_report_is_a_self_contained_offline_page(html):
-    assert CSP_TAG in html
-    assert "http://" not in html and "https://" not in html
-    assert "<script" not in html.lower()
+    from phalanx.dashboard.verifier import source_hash
+
+    meta = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html).group(1)
+    assert meta.startswith(CSP_TAG.split('content="')[1].rstrip('">') + "; script-src 'sha256-")
+    # the only URL is the SVG namespace the dashboard's script names (not a resource)
+    bare = html.replace("http://www.w3.org/2000/svg", "")
+    assert "http://" not in bare and "https://" not in bare
+    # three scripts: the JSON data block (never run), the dashboard's and the verifier's, each
+    # allowed by its hash and by nothing else; no inline event handler anywhere
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S)
+    assert [a for a, _ in scripts] == [' type="application/json" id="phalanx-data"', "", ""]
+    assert meta.endswith(f"script-src {source_hash(scripts[1][1])} {source_hash(scripts[2][1])}")
+    assert not re.search(r"<[^>]+\son[a-z]+\s*=", html, flags=re.I)
     # Every resource reference is a data: URI or an in-page anchor.
     assert all(v.startswith("data:image/png;base64,") for v in re.findall(r'src="([^"]*)"', html))
     assert all(v.startswith("#") for v in re.findall(r'href="([^"]*)"', html))
@@ -124,7 +140,7 @@ def test_extra_numeric_metric_gets_its_own_plot(tmp_path, html):
             del record["attack_success"]
     without = write_report(tmp_path / "without", summary, records).read_text(encoding="utf-8")
     assert len(_images(without)) == 6
-    assert "attack_success" not in without
+    assert "attack_success" not in _markup(without)
 
 
 def test_runs_with_different_partitions_get_one_picture_each(tmp_path):
@@ -157,9 +173,12 @@ def test_data_from_the_study_is_escaped_never_raw(tmp_path):
     summary["manifest"]["platform"] = "<svg onload=x>"
     html = write_report(tmp_path, summary, records).read_text(encoding="utf-8")
     assert "</span>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in html
-    assert evil not in html and "<script" not in html.lower()
+    assert evil not in html and "<script" not in _markup(html).lower()
     assert "&lt;img src=&#34;https://example.com/x.png&#34;&gt;" in html
-    assert "<i>server</i>" not in html and "<svg" not in html
+    assert "<i>server</i>" not in html and "<svg" not in _markup(html)
+    # in the data block the dashboard draws from, the same text is JSON with <, > and & escaped
+    data = re.search(r'<script type="application/json" id="phalanx-data">(.*?)</script>', html, flags=re.S).group(1)
+    assert "<" not in data and "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in data
 
 
 def test_null_and_missing_values_do_not_crash(tmp_path):
@@ -255,6 +274,6 @@ def test_privacy_spent_gets_its_curve_and_its_column(tmp_path, html):
     # Assert: one more picture (not two: epsilon_mean is not a plot of its own), the final
     # epsilon in the summary table, and nothing of the kind without DP
     assert len(_images(with_dp)) == len(_images(html)) + 1
-    assert "Privacy spent" in with_dp and "Privacy spent" not in html
+    assert "Privacy spent" in with_dp and "Privacy spent" not in _markup(html)
     assert '<td class="num">2</td>' in with_dp  # 0.25 x 8 rounds, the last record's
-    assert "epsilon_mean" not in with_dp
+    assert "epsilon_mean" not in _markup(with_dp)

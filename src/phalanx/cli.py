@@ -13,6 +13,9 @@
     phalanx receipt verify FILE (--policy FILE | --log-key VKEY [--witness VKEY ...]) [--entry FILE]
     phalanx ledger keygen NAME [--cosigner] [--out FILE]          a log or witness key pair
     phalanx ledger info LEDGER                                    origin, key, size, checkpoints
+    phalanx ledger bundle LEDGER INDEX [--out FILE]               entry + proofs + checkpoints for the
+                                                                  browser verifier (JSON)
+    phalanx dashboard DIR [--live] [--host H] [--port N]          the dashboard of a run, study or grid
 
 A bad scenario file prints one line naming the field and the problem, and exits with code 2. A
 ledger that fails its audit, or a receipt that does not verify, prints one line naming the first
@@ -571,6 +574,57 @@ def down(out: Annotated[Path, typer.Option(help="The network's folder (phalanx u
     except ConfigError as e:
         raise _fail(f"error: {e}", 2) from None
     typer.echo(f"stopped {n} node process(es)")
+
+
+@ledger_app.command("bundle")
+def ledger_bundle(
+    ledger: Annotated[Path, typer.Argument(help="The ledger file (ledger.db).")],
+    index: Annotated[int, typer.Argument(min=0, help="The entry's index in the log.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the bundle here (default: stdout).")] = None,
+) -> None:
+    """Write an entry's proof bundle (phalanx.ledger/bundle/v1) for the static verifier page.
+
+    The bundle is read from the file as it is, unchecked: the verifier page checks it.
+    """
+    import json
+
+    from phalanx.dashboard.ledger_view import LedgerViewError, bundle_file
+
+    try:
+        text = json.dumps(bundle_file(ledger, index), indent=1) + "\n"
+    except LedgerViewError as e:
+        raise _fail(f"error: {e}", 2) from None
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        err.print(f"bundle for entry {index}: {out}", markup=False)
+
+
+@app.command()
+def dashboard(
+    folder: Annotated[Path, typer.Argument(help="What phalanx run or phalanx grid wrote (or one run's folder).")],
+    live: Annotated[bool, typer.Option(
+        help="Follow a study still running: new rounds appear as they finish.")] = False,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
+) -> None:
+    """Serve the dashboard of a finished (or, with --live, running) study, run or grid."""
+    try:
+        import uvicorn
+
+        from phalanx.dashboard.app import create_app
+        from phalanx.dashboard.source import SourceError
+    except ImportError as e:
+        raise _fail(f"error: the dashboard needs FastAPI and uvicorn ({e}); pip install 'phalanx[dashboard]'", 2) from None
+    try:
+        web = create_app(folder, live=live)
+    except SourceError as e:
+        raise _fail(f"error: {e}", 2) from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: listening on {host}: anyone who can reach it can read this run", markup=False)
+    err.print(f"dashboard of {folder} on http://{host}:{port}/ (Ctrl-C to stop)", markup=False)
+    uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -17,9 +17,18 @@ from __future__ import annotations
 import torch
 
 
-def finite_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Which rows are entirely finite: ``(..., d) -> (...)`` bool."""
-    return torch.isfinite(rows).all(dim=-1)
+def finite_rows(rows: torch.Tensor, chunk_bytes: int = 64 << 20) -> torch.Tensor:
+    """Which rows are entirely finite: ``(..., d) -> (...)`` bool.
+
+    In chunks of about ``chunk_bytes`` of rows: ``torch.isfinite`` on a large tensor allocates
+    temporaries several times its size (1.75 GB measured for a 1 GB population of gossip models).
+    """
+    flat = rows.reshape(-1, rows.shape[-1]) if rows.dim() > 1 else rows[None]
+    step = max(1, chunk_bytes // max(1, flat.shape[1] * flat.element_size()))
+    if len(flat) <= step:
+        return torch.isfinite(rows).all(dim=-1)
+    out = torch.cat([torch.isfinite(flat[s : s + step]).all(dim=-1) for s in range(0, len(flat), step)])
+    return out.reshape(rows.shape[:-1])
 
 
 def shape_ok(rows: torch.Tensor, expected: tuple[int, ...]) -> bool:

@@ -383,7 +383,22 @@ class Guard:
                "honest_quarantined": sorted(self.honest_quarantined)}
         if self.swarm is not None:
             out["swarm"] = self.swarm.summary()
+        scores = self.reputation_scores()
+        if scores is not None:
+            out["reputation"] = scores
         return out
+
+    def reputation_scores(self) -> list[float | None] | None:
+        """Each node's mean reputation over the receivers that score it at the end of the run
+        (``None`` for a node no receiver scored), or ``None`` without the reputation screen."""
+        rep = self.reputation
+        if rep is None or not self.state[self.screens.index(rep)]:
+            return None
+        held = self._held_scores([0] if self.kind == "star" else list(range(self.receivers)))
+        seen = torch.isfinite(held)
+        total = torch.where(seen, held, torch.zeros_like(held)).sum(0)
+        count = seen.sum(0)
+        return [round(float(t / c), 6) if c else None for t, c in zip(total.tolist(), count.tolist())]
 
 
 __all__ = ["NEVER", "Audits", "Guard"]

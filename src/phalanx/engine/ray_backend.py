@@ -99,10 +99,13 @@ class RayTraining:
         self._actors = [actor.remote(self.module, *data, self.device) for _ in range(self.workers)]
 
     def train(self, rows: torch.Tensor, nodes: torch.Tensor, config: SGDConfig,
-              generator: torch.Generator, strategy: str, dp, noise_seed: int) -> None:
-        """Train ``rows[nodes]`` in place, as :func:`phalanx.train.local.train_nodes` would."""
+              generator: torch.Generator, strategy: str, dp, noise_seed: int,
+              ids: torch.Tensor | None = None) -> None:
+        """Train ``rows[nodes]`` in place, as :func:`phalanx.train.local.train_nodes` would
+        (``ids``: the nodes' ids in the network when ``nodes`` only index ``rows``)."""
         if len(nodes) == 0:
             return
+        positions, nodes = nodes, (nodes if ids is None else ids.to(nodes.device))
         if not self._actors:
             self._start()
         ray = _ray()
@@ -115,13 +118,13 @@ class RayTraining:
             if len(pick) == 0:
                 continue
             ids = nodes[pick]
-            jobs.append(actor.train.remote(rows[ids].cpu(), ids.cpu(), plan[pick].cpu(),
+            jobs.append(actor.train.remote(rows[positions[pick]].cpu(), ids.cpu(), plan[pick].cpu(),
                                            None if active is None else active[pick].cpu(),
                                            config, strategy, dp, noise_seed))
-            blocks.append(ids)
+            blocks.append(positions[pick])
         results = ray.get(jobs)
-        for ids, (trained, _) in zip(blocks, results):
-            rows[ids] = trained.to(rows.device)
+        for where, (trained, _) in zip(blocks, results):
+            rows[where] = trained.to(rows.device)
         # the slowest actor's training bounds the round; the rest is planning, shipping rows and
         # plans out and back, and Ray's scheduling: the backend's communication overhead
         self.timings.append({"wall_s": time.perf_counter() - start,

@@ -98,7 +98,11 @@ class Simulation:
         device = self.initial.device
         n = self.shards.num_nodes
         self.flat_model.to(device)
-        self.rows = self.initial.expand(n, -1).clone()
+        # gossip: every node's model, (n, d); star: only the round's participants' models, (m, d)
+        # (empty before the first round), so that memory grows with the participants, not the
+        # population: a star keeps nothing per node between rounds
+        self.rows = self.initial.expand(n if self.topology.kind == "gossip" else 0, -1).clone()
+        self.participants = torch.zeros(0, dtype=torch.int64, device=device)  # the last round's (star: self.rows')
         self.global_row = self.initial.clone() if self.topology.kind == "star" else None
         self.honest = ~self.malicious.to(device)
         if not isinstance(self.aggregator, Chain):
@@ -127,8 +131,8 @@ class Simulation:
         # plus the update as it left the node) and that base; rounds with nothing sent keep NaN
         self.released = self.released_base = None
         if self.keep_released:
-            self.released = torch.full_like(self.rows, float("nan"))
-            self.released_base = torch.full_like(self.rows, float("nan"))
+            self.released = self.initial.new_full((n, self.initial.shape[0]), float("nan"))
+            self.released_base = torch.full_like(self.released, float("nan"))
         if self.topology.kind == "gossip":
             table = self.topology.table()
             self.table_index = table.index.to(device)
@@ -241,15 +245,18 @@ class Simulation:
         return (alive & draw).nonzero().squeeze(1)
 
     def _train(self, r: int, nodes: torch.Tensor) -> None:
+        """Train ``nodes``: gossip, their rows of ``self.rows``; star, ``self.rows`` holds exactly
+        the participants, in the order of ``nodes``."""
         g = generator(self.seed, "round", r, "shuffle")
         dp = self.privacy.dpsgd() if self.privacy is not None else None
         noise_seed = derive_seed(self.seed, "round", r, "dp-sgd-noise")
+        ids = nodes.to(self.rows.device)
+        positions = ids if self.topology.kind == "gossip" else torch.arange(len(ids), device=ids.device)
         if self.trainer is not None:
-            self.trainer.train(self.rows, nodes.to(self.rows.device), self.sgd, g, self.strategy, dp,
-                               noise_seed)
+            self.trainer.train(self.rows, positions, self.sgd, g, self.strategy, dp, noise_seed, ids=ids)
         else:
-            train_nodes(self.flat_model, self.rows, nodes.to(self.rows.device), self.shards, self.sgd,
-                        g, self.strategy, self.chunk_size, self.workers, dp=dp, noise_seed=noise_seed)
+            train_nodes(self.flat_model, self.rows, positions, self.shards, self.sgd, g, self.strategy,
+                        self.chunk_size, self.workers, dp=dp, noise_seed=noise_seed, ids=ids)
         if self.privacy is not None:
             self.privacy.record(nodes.cpu())
 
@@ -298,9 +305,10 @@ class Simulation:
         f = int(self._f_for(torch.tensor([len(part)]))[0])
         if self._refused(r, len(part), f):
             return outcome(False)
-        self.rows[part] = self.global_row
+        self.rows = self.global_row.expand(len(part), -1).clone()  # the participants, in part's order
+        self.participants = part
         self._train(r, part)
-        updates = self.rows[part] - self.global_row
+        updates = self.rows - self.global_row
         claims = self.shards.sizes[part].to(self.rows.dtype)
         bad = self.malicious.to(part.device)[part]
         if self.privacy is not None and self.privacy.mechanism == "local" and bool((~bad).any()):
@@ -427,6 +435,7 @@ class Simulation:
         if self.guard is not None:
             alive = self.guard.present(r, alive)
         part = self._sample(r, self._with_budget(r, alive.cpu())).to(device)
+        self.participants = part
         sending = torch.zeros_like(alive)
         sending[part] = True
         before = self.rows[part].clone()
@@ -565,12 +574,21 @@ class Simulation:
         if len(nodes) == 0:
             return {"accuracy": None, "loss": None, "accuracy_min": None, "accuracy_max": None,
                     "consensus_distance": None}
-        rows = self.rows[nodes]
-        acc, loss = self._eval_rows(rows)
-        dist = (rows - rows.mean(0)).pow(2).sum(1).mean().sqrt()
+        # in chunks of the memory budget: a gathered copy of every node's model would double the
+        # population's memory at each evaluation
+        step = max(1, self.memory_budget_bytes // (self.rows.shape[1] * self.rows.element_size()))
+        chunks = [nodes[s : s + step] for s in range(0, len(nodes), step)]
+        acc, loss = (torch.cat(t) for t in zip(*(self._eval_rows(self.rows[c]) for c in chunks)))
+        mean = sum(self.rows[c].sum(0, dtype=torch.float64) for c in chunks) / len(nodes)
+        spread = sum(float((self.rows[c] - mean).pow(2).sum()) for c in chunks)
+        success = {}
+        if self.success is not None:
+            rates = torch.cat([success_rates(self.flat_model, self.rows[c], self.success.inputs,
+                                             self.success.target) for c in chunks])
+            success = {"attack_success": float(rates.mean()), "attack_success_max": float(rates.max())}
         return {"accuracy": float(acc.mean()), "loss": float(loss.mean()),
                 "accuracy_min": float(acc.min()), "accuracy_max": float(acc.max()),
-                "consensus_distance": float(dist), **self._success_of(rows)}
+                "consensus_distance": (spread / len(nodes)) ** 0.5, **success}
 
     def _success_of(self, rows: torch.Tensor) -> dict:
         """The attack success rate of the evaluated models (mean and largest), if an attack is targeted."""

@@ -100,7 +100,7 @@ def build_task(genesis: Genesis, shard: int, attack: dict | None):
         except (KeyError, ValueError, TypeError) as e:
             raise ConfigError(f"attack: {e}") from None
     chain = [(p.name, p.params) for p in (*s.pre_aggregators, s.aggregator)]
-    return Task(flat_model=sim.flat_model, initial=sim.rows[0].clone(), shards=shards, test_x=sim.test_x,
+    return Task(flat_model=sim.flat_model, initial=sim.initial.clone(), shards=shards, test_x=sim.test_x,
                 test_y=sim.test_y, sgd=SGDConfig(epochs=s.train.epochs, batch_size=s.train.batch_size, lr=s.train.lr,
                                                  momentum=s.train.momentum, weight_decay=s.train.weight_decay),
                 chain=sim.aggregator, chain_spec=chain, seed=s.seed, num_classes=built.dataset.num_classes,

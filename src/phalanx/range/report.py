@@ -51,7 +51,9 @@ from phalanx.range.defense_report import defense_rows, diversity_tables, swarm_r
 __all__ = ["CSP", "KNOWN_KEYS", "render_report", "write_report"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-"""The page may load nothing: images only from ``data:`` URIs, styles only inline."""
+"""The page may load nothing: images only from ``data:`` URIs, styles only inline; the report adds
+``script-src`` with the SHA-256 of its two scripts (the dashboard's and the verifier's, see
+:mod:`phalanx.dashboard.embed`): no other script, no inline handler, no eval."""
 
 KNOWN_KEYS = frozenset(
     {
@@ -141,10 +143,15 @@ def write_report(out_dir: Path, summary: dict, records: dict[str, list[dict]]) -
 
 def render_report(summary: Mapping[str, Any], records: Mapping[str, Sequence[Mapping]]) -> str:
     """The report page as a string (what :func:`write_report` writes)."""
+    from phalanx.dashboard.embed import report_parts
+
     runs = collect_runs(summary, records)
     manifest = dict(summary.get("manifest") or {})
+    dash = report_parts(summary, records)
     return _ENV.get_template("report.html.j2").render(
-        csp=markupsafe.Markup(CSP),  # a constant of ours, not data: written as is
+        # constants of ours and the hashes of our own two scripts, not data: written as they are
+        csp=markupsafe.Markup(f"{CSP}; script-src {dash['script_src']}"),
+        dashboard={k: markupsafe.Markup(v) for k, v in dash.items()},
         study=str(summary.get("study") or "study"),
         description=str(summary.get("description") or ""),
         started=manifest.get("started"),

@@ -431,6 +431,7 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
                     for record in b.simulation.run(s.rounds):
                         rows.append(record)
                         fh.write(json.dumps(record) + "\n")
+                        fh.flush()  # a line per finished round, for phalanx dashboard --live
                         bar.advance(task, record)
             finally:
                 for sim in getattr(b.simulation, "groups", [b.simulation]):  # a diverse run: one per group

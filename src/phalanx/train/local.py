@@ -147,8 +147,12 @@ def train_nodes(
     workers: int = 0,
     dp: DPSGD | None = None,
     noise_seed: int = 0,
+    ids: torch.Tensor | None = None,
 ) -> None:
     """Train ``rows[nodes]`` in place on each node's shard. ``nodes`` is a 1-D index tensor.
+
+    ``ids``: the nodes' ids in the network when ``nodes`` only index ``rows`` (a buffer that holds
+    just the round's participants: the star's); their shards, batches and DP noise follow ``ids``.
 
     ``workers`` (0: :func:`choose_workers`; ``loop`` on CPU only) trains disjoint groups of nodes
     in that many threads,
@@ -161,9 +165,10 @@ def train_nodes(
     """
     if len(nodes) == 0:
         return
-    plan, active = make_plan(shards, nodes, config, generator, dp is not None)
+    ids = nodes if ids is None else ids
+    plan, active = make_plan(shards, ids, config, generator, dp is not None)
     train_planned(flat_model, rows, nodes, shards, config, plan, active, strategy, chunk_size,
-                  workers, dp, noise_seed)
+                  workers, dp, noise_seed, ids=ids)
 
 
 def make_plan(shards: Shards, nodes: torch.Tensor, config: SGDConfig, generator: torch.Generator,

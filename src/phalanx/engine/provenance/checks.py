@@ -7,7 +7,9 @@ composed by the CLI"). :class:`EngineChecks` holds the state they need, in log o
 - **non-quarantined**: no update commitment from a node under quarantine (a ``quarantine``
   entry from its round on, until a ``release``), and no aggregate that used one; together with
   the structural rules (a registered key, a committed dataset) this is "every update
-  commitment comes from a registered, non-quarantined node with a committed dataset";
+  commitment comes from a registered, non-quarantined node with a committed dataset"; a
+  quarantine or release counts only if it cites an activation that passed a proposal of that
+  action for that node (a network-wide decision, issue 4);
 - **governance**: only validators vote; an activation carries more than two thirds of the
   validators' yes votes (the quorum of the checkpoints, 2f + 1 of 3f + 1);
 - **rollback**: its activation approves a ``rollback`` proposal for that round (and that model,
@@ -55,6 +57,9 @@ class EngineChecks:
     def not_quarantined(self, index: int, entry: Entry, state: LedgerState) -> str | None:
         body = entry.body
         if entry.type == "quarantine":
+            problem = self._approved(body)
+            if problem is not None:
+                return problem
             if body.action == "quarantine":
                 self.quarantined.setdefault(body.node, body.round)
             else:
@@ -73,6 +78,18 @@ class EngineChecks:
                     return (f"input entry {x.entry} is from node {c.node.hex()[:16]}..., quarantined since "
                             f"round {since}")
         return None
+
+    def _approved(self, body) -> str | None:
+        """A quarantine or release is a network-wide decision: it must cite an activation that
+        passed a proposal of that action for that node (issue 4)."""
+        for ref in body.evidence:
+            activation = self.activations.get(ref)
+            proposal = self.proposals.get(activation.proposal) if activation is not None else None
+            if (proposal is not None and proposal.action == body.action
+                    and proposal.params.get("node") == body.node.hex()):
+                return None
+        return (f"{body.action} of node {body.node.hex()[:16]}... cites no passed governance proposal "
+                f"to {body.action} it")
 
     # -- governance ------------------------------------------------------------------------
     def _validators(self) -> set[bytes]:

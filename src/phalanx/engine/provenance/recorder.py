@@ -19,10 +19,13 @@ item 5):
   private input); privacy budget entries under DP; then a checkpoint cosigned by the
   validators (3 of 4 by default);
 - **quarantine decisions** of the validators' vote (:class:`~phalanx.engine.guard.Guard` hands
-  each :class:`~phalanx.defenses.quarantine.Decision` to :meth:`LedgerRecorder.decision`): a
-  ``quarantine`` entry (quarantine or release) signed by validator 0, applying from the next
-  round, its reason naming the votes, citing as evidence the node's update commitment of the
-  round where it had one (the audit then refuses any later commitment of a quarantined node);
+  each :class:`~phalanx.defenses.quarantine.Decision` to :meth:`LedgerRecorder.decision`), as
+  governance (issue 4: a network-wide decision is a proposal that cites the evidence, passed by
+  the validators): validator 0's ``governance_proposal`` (action ``quarantine`` or ``release``,
+  the node and the round it applies from, the evidence's entry), every validator's yes vote (the
+  simulation's vote policy stands for theirs), the ``governance_activation``, and the
+  ``quarantine`` entry citing the activation and the node's update commitment of the round where
+  it had one. The audit checks the chain, and refuses any later commitment of a quarantined node;
 - **a scheduled rollback** (:mod:`.rollback`).
 
 What it sent means: in a star, the update (the model delta) the server received; in gossip,
@@ -61,6 +64,9 @@ from phalanx.ledger import (
     AggregateInput,
     AggregateRecord,
     DatasetCommitment,
+    GovernanceActivation,
+    GovernanceProposal,
+    GovernanceVote,
     Ledger,
     NodeRegistration,
     Policy,
@@ -367,7 +373,7 @@ class LedgerRecorder(RoundObserver):
         else:
             items += self._gossip_records(sim, r, index)
         items += self._privacy_entries(sim, r, order)
-        items += self._quarantine_entries(index)
+        items += self._quarantine_entries(index, first + len(items))
         if items:
             self.ledger.submit_many(items)
         self.private.flush()
@@ -386,14 +392,28 @@ class LedgerRecorder(RoundObserver):
         """A quarantine or release decided this round (``Guard.on_decision``): logged at the round's end."""
         self.decisions.append(d)
 
-    def _quarantine_entries(self, index: dict[int, int]) -> list:
-        items = []
+    def _quarantine_entries(self, index: dict[int, int], start: int) -> list:
+        """Each decision of the round as a passed proposal and its ``quarantine`` entry; ``start``
+        is the log index the first of them will get."""
+        items: list = []
+        validators = [self.ids.validator(j) for j in range(self.config.validators)]
         for d in self.decisions:
-            votes = ("the server" if tuple(d.voters) in ((), (-1,)) else f"{len(d.votes)} of {len(d.voters)} validators scoring it")
-            reason = f"{d.reason}; decided in round {d.round} by {votes}"
+            votes = ("the server" if tuple(d.voters) in ((), (-1,))
+                     else f"{len(d.votes)} of {len(d.voters)} validators scoring it")
+            reason = f"{d.reason}; decided in round {d.round} by {votes}"[:1000]
             evidence = [index[d.node]] if d.node in index else []
+            proposal = start + len(items)
+            params = {"node": self.node_ids[d.node].hex(), "round": d.round + 1}
+            if evidence:
+                params["evidence"] = evidence[0]
+            items.append((GovernanceProposal(action=d.action, params=params, title=reason,
+                                             deadline=d.round + 1), validators[0]))
+            ballots = list(range(proposal + 1, proposal + 1 + len(validators)))
+            items += [(GovernanceVote(proposal=proposal, choice="yes"), v) for v in validators]
+            items.append((GovernanceActivation(proposal=proposal, votes=ballots, round=d.round + 1),
+                          validators[0]))
             items.append((Quarantine(node=self.node_ids[d.node], round=d.round + 1, action=d.action,
-                                     reason=reason[:1000], evidence=evidence), self.ids.validator(0)))
+                                     reason=reason, evidence=[ballots[-1] + 1, *evidence]), validators[0]))
         self.decisions = []
         return items
 
