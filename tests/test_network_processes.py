@@ -213,6 +213,52 @@ def test_a_node_keeps_its_log_in_postgresql(network, pg_url):
     assert rounds == [0, 1, 2]
 
 
+def test_a_newcomer_joins_only_with_the_admission_policys_proof(network):
+    from phalanx.core.encoding import encode
+    from phalanx.network.config import NodeKeys
+    from phalanx.range.network import init_node
+
+    net = network(nodes=2, rounds=400, timeout=3.0)
+    genesis_path = net.out / "genesis.yaml"
+    genesis = yaml.safe_load(genesis_path.read_text())
+    genesis["admission"] = {"name": "proof_of_work", "bits": 16}
+    genesis_path.write_text(yaml.safe_dump(genesis, sort_keys=False))
+    node0 = next(m for m in genesis["members"] if m["name"] == "node0")
+    bootstrap = f"{node0['url']}#{node0['node']}#{node0['xk']}"
+    ports = launcher.free_ports(2)
+    newcomers = []
+    for name, port in zip(("worker", "cheat"), ports):
+        folder = net.out / "nodes" / name
+        keys = init_node(folder, name, port)
+        config = yaml.safe_load((folder / "node.yaml").read_text())
+        config.update(genesis=str(genesis_path.resolve()), peers=[bootstrap], encryption="off")
+        if name == "cheat":  # claims a proof of work it never did
+            config["admission_evidence"] = encode({"kind": "proof_of_work", "evidence": bytes(8)}).hex()
+        (folder / "node.yaml").write_text(yaml.safe_dump(config))
+        p = launcher.Planned(name, folder, f"http://127.0.0.1:{port}", False, "trainer", -1, keys.node.hex())
+        net.planned.append(p)
+        newcomers.append((p, NodeKeys.read(folder)))
+    net.start()
+
+    def registered_in_node0() -> set[bytes]:
+        if not (net.by_name("node0").folder / "ledger.db").exists():
+            return set()
+        with Ledger.open(str(net.by_name("node0").folder / "ledger.db"), readonly=True) as ledger:
+            return {e.node_id for _, e in ledger.entries() if e.type == "node_registration"}
+
+    worker, cheat = newcomers[0][1].node, newcomers[1][1].node
+    net.wait(lambda: worker in registered_in_node0(), 180, "the worker to be admitted")
+    evidence = net.by_name("node0").folder / "evidence.jsonl"
+    net.wait(lambda: evidence.exists() and "proof of work does not solve" in evidence.read_text(), 120,
+             "the cheat to be refused")
+    assert cheat not in registered_in_node0()
+    with Ledger.open(str(net.by_name("node0").folder / "ledger.db"), readonly=True) as ledger:
+        kinds = {e.node_id: e.body.admission.kind for _, e in ledger.entries() if e.type == "node_registration"}
+    assert kinds[worker] == "proof_of_work" and kinds[bytes.fromhex(node0["node"])] == "genesis"
+    refusal = [json.loads(x) for x in evidence.read_text().splitlines() if "proof of work" in x][0]
+    assert refusal["status"] == 403 and refusal["sender"] == cheat.hex()
+
+
 # ------------------------------------------------------------------ hostile messages
 
 def test_hostile_messages_are_refused_and_logged_while_the_node_keeps_serving(network):
