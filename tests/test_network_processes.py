@@ -488,6 +488,34 @@ def test_an_old_node_is_refused_and_a_stale_node_halts_at_activation(network):
     assert "426" in evidence or "software 0.1.0 is below the minimum 0.2.0" in evidence
 
 
+@SLOW
+def test_a_voted_quarantine_shuts_a_node_out_from_its_round(network):
+    net = network(nodes=4, rounds=2000, timeout=3.0)  # stopped long before: rounds here take ~0.1 s
+    net.start()
+    names = [p.name for p in net.planned]
+    net.wait(lambda: all(net.round_of(n) >= 1 for n in names), 240, "round 1")
+    target = net.by_name("node3").node
+    at = max(net.round_of(n) for n in names) + 150
+    r = phalanx("propose", "quarantine", "--param", f"node={target}", "--param", "evidence=1", "--param",
+                f"at={at}", "--deadline", str(at), "--out", str(net.out), timeout=120)
+    assert r.returncode == 0 and r.stdout.count("proposal at entry") == 4, r.stdout + r.stderr
+    net.wait(lambda: all(net.round_of(n) >= at + 3 for n in names[:3]), 240, "rounds past the activation")
+    net.stop()
+    for name in names[:3]:
+        with Ledger.open(str(net.by_name(name).folder / "ledger.db"), readonly=True) as ledger:
+            entries = list(ledger.entries())
+        quarantines = [e.body for _, e in entries if e.type == "quarantine"]
+        assert quarantines and quarantines[0].node.hex() == target and quarantines[0].round == at, name
+        assert quarantines[0].evidence == [1]
+        senders = {e.body.round: set() for _, e in entries if e.type == "update_commitment"}
+        for _, e in entries:
+            if e.type == "update_commitment":
+                senders[e.body.round].add(e.node_id.hex())
+        assert target in senders[at - 1] and all(target not in senders[r] for r in range(at, at + 3)), name
+    evidence = (net.by_name("node0").folder / "evidence.jsonl").read_text()
+    assert f"is quarantined since round {at}" in evidence
+
+
 # ------------------------------------------------------------------ load (slow)
 
 @SLOW

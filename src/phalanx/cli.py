@@ -553,6 +553,10 @@ def propose(
         params = parse_set(param or [])
         if any(isinstance(v, (dict, list)) for v in params.values()):
             raise ScenarioError("--param: values are scalars (a dotted key is not a parameter)")
+        for item in param or []:  # node IDs, evidence lists and versions stay text, as written
+            key, _, raw = item.partition("=")
+            if key.strip() in ("node", "evidence", "software"):
+                params[key.strip()] = raw.strip()
         indices = govern(out, action, params, deadline=deadline, voters=voters)
     except (ScenarioError, ConfigError) as e:
         raise _fail(f"error: {e}", 2) from None
