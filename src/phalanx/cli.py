@@ -421,6 +421,179 @@ def ledger_info(
         raise _fail(f"error: {e}", 2) from None
 
 
+node_app = typer.Typer(help="A deployed node: its identity and its process.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("init")
+def node_init(
+    folder: Annotated[Path, typer.Argument(help="The node's folder (created).")],
+    name: Annotated[Optional[str], typer.Option(help="The node's name (default: the folder's).")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8470,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Make a node's identity (an Ed25519 key whose SHA-256 is its node ID; log, witness and X25519
+    keys) and its configuration, DIR/node.yaml. An existing identity is never overwritten."""
+    from phalanx.network.config import ConfigError
+    from phalanx.range.network import init_node
+
+    try:
+        keys = init_node(folder, name or folder.name, port, host)
+    except ConfigError as e:
+        raise _fail(f"error: {e}", 2) from None
+    typer.echo(f"node ID   {keys.node.hex()}\nkey       {keys.identity.public.raw.hex()}\n"
+               f"x25519    {keys.xk.hex()}\nlog key   {keys.log.public.raw.hex()}\n"
+               f"witness   {keys.witness.public.raw.hex()}\nconfig    {folder / 'node.yaml'} (add the genesis)")
+
+
+@node_app.command("start")
+def node_start(folder: Annotated[Path, typer.Argument(help="The node's folder (phalanx node init).")]) -> None:
+    """Run the node: serve its API and drive its rounds until stopped (exit 3 if it halts)."""
+    from phalanx.network.config import ConfigError
+    from phalanx.range.network import start_node
+
+    try:
+        code = start_node(folder)
+    except ConfigError as e:
+        raise _fail(f"error: {e}", 2) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    nodes: Annotated[int, typer.Option(min=2, max=64, help="Node processes that train.")] = 8,
+    malicious: Annotated[int, typer.Option(min=0, help="How many of them attack.")] = 0,
+    attack: Annotated[Optional[str], typer.Option(help="Their update attack (e.g. alie, ipm, sign_flip).")] = None,
+    mode: Annotated[str, typer.Option(help="gossip (no coordinator) or star (one server, the baseline).")] = "gossip",
+    rounds: Annotated[Optional[int], typer.Option(min=1, help="Rounds (default: the task's).")] = None,
+    task: Annotated[Optional[Path], typer.Option(help="A scenario file: data, model, training, defense "
+                                                 "(default: the built-in network task).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a task field, e.g. --set train.lr=0.1.")
+                    ] = None,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Round timeout in seconds.")] = 20.0,
+    encryption: Annotated[str, typer.Option(help="on, off, or auto (encrypt off loopback).")] = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder: nodes, metrics, summary, report.")] = Path("out/network"),
+    keep: Annotated[bool, typer.Option(help="Leave the nodes running afterwards (phalanx down stops them).")] = False,
+) -> None:
+    """Start a local network of node processes on loopback, let it run, and write the same metrics,
+    summary and report as a simulated run; every node's log is audited. Ctrl-C stops every node."""
+    from phalanx.network.config import ConfigError
+    from phalanx.range.launcher import up as run_up
+    from phalanx.range.scenario import ScenarioError, load_study, parse_set
+
+    if mode not in ("gossip", "star"):
+        raise _fail(f"error: --mode {mode!r}: gossip or star (committee mode is not built yet)", 2)
+    if encryption not in ("on", "off", "auto"):
+        raise _fail(f"error: --encryption {encryption!r}: on, off or auto", 2)
+    overrides = parse_set(set_ or [])
+    overrides.setdefault("data", {})["nodes"] = nodes
+    overrides.setdefault("adversary", {})["malicious"] = malicious
+    if attack is not None:
+        overrides["adversary"]["update_attack"] = attack
+    overrides.setdefault("topology", {})["name"] = mode
+    if mode == "gossip":  # every node talks to every live peer it knows (phalanx.network.peers.AllPeers)
+        overrides["topology"]["graph"] = "complete"
+    if rounds is not None:
+        overrides["rounds"] = rounds
+    try:
+        from phalanx.range.scenario import network_task_path
+
+        _, _, runs = load_study(task or network_task_path(), overrides)
+        if len(runs) != 1:
+            raise ScenarioError(f"{task}: a network runs one task; this file has {len(runs)} runs")
+        if malicious and runs[0].adversary.update_attack is None:
+            raise ScenarioError("--malicious needs --attack (or adversary.update_attack in the task)")
+        summary = run_up(runs[0], out, mode=mode, timeout_s=timeout, encryption=encryption, keep=keep,
+                         progress=lambda line: err.print(line, markup=False))
+    except (ScenarioError, ConfigError) as e:
+        raise _fail(f"error: {e}", 2) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted: every node process was stopped", 130) from None
+    run = summary["runs"][0]
+    final = run["final"]
+    acc = final.get("accuracy")
+    audits = run["network"]["audit"]
+    err.print(f"{run['name']}: {len(final) and final.get('round')} rounds, accuracy "
+              f"{'—' if acc is None else f'{acc:.3f}'}; logs audited: "
+              f"{sum(a['ok'] for a in audits)}/{len(audits)} pass", markup=False)
+    for a in audits:
+        if not a["ok"]:
+            err.print(f"  {a['node']}: {a['summary']}", markup=False)
+    err.print(f"report: {out / 'report.html'}", markup=False)
+    if not all(a["ok"] for a in audits):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(out: Annotated[Path, typer.Option(help="The network's folder (phalanx up --out).")] = Path("out/network")
+           ) -> None:
+    """Show the live network: each node's round, log, peers, accuracy, and whether it is up."""
+    from phalanx.network.config import ConfigError
+    from phalanx.range.launcher import status as network_status
+
+    try:
+        rows = network_status(out)
+    except ConfigError as e:
+        raise _fail(f"error: {e}", 2) from None
+    typer.echo(f"{'node':<10} {'up':<4} {'round':>9} {'log':>6} {'ckpt':>5} {'peers':>5} {'accuracy':>8}  note")
+    for r in rows:
+        if not r["up"]:
+            typer.echo(f"{r['name']:<10} {'no':<4}")
+            continue
+        acc = "—" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        note = ("malicious " if r["malicious"] else "") + (f"halted: {r['halted']}" if r["halted"] else
+                                                           ("done" if r["done"] else ""))
+        note += f" evidence: {r['evidence']}" if r["evidence"] else ""
+        typer.echo(f"{r['name']:<10} {'yes':<4} {str(r['round']) + '/' + str(r['rounds']):>9} {r['log']:>6} "
+                   f"{r['checkpoints']:>5} {r['peers_up']:>5} {acc:>8}  {note}")
+
+
+@app.command()
+def propose(
+    action: Annotated[str, typer.Argument(help="admit, evict, quarantine, release, min_version or rollback.")],
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", help="A parameter, e.g. --param software=0.2.0 --param at=12 (values read as YAML).")] = None,
+    deadline: Annotated[int, typer.Option(min=1, help="The last round in which votes count.")] = 1_000_000,
+    voters: Annotated[Optional[int], typer.Option(min=1, help="How many validators vote yes (default: all).")] = None,
+    out: Annotated[Path, typer.Option(help="The network's folder (phalanx up --out).")] = Path("out/network"),
+) -> None:
+    """Propose a governance action to a local network and vote on it as its validators (their keys
+    are in OUT/nodes): the proposal and the votes go into every live node's log."""
+    from phalanx.network.config import ConfigError
+    from phalanx.range.launcher import govern
+    from phalanx.range.scenario import ScenarioError, parse_set
+
+    try:
+        params = parse_set(param or [])
+        if any(isinstance(v, (dict, list)) for v in params.values()):
+            raise ScenarioError("--param: values are scalars (a dotted key is not a parameter)")
+        for item in param or []:  # node IDs, evidence lists and versions stay text, as written
+            key, _, raw = item.partition("=")
+            if key.strip() in ("node", "evidence", "software"):
+                params[key.strip()] = raw.strip()
+        indices = govern(out, action, params, deadline=deadline, voters=voters)
+    except (ScenarioError, ConfigError) as e:
+        raise _fail(f"error: {e}", 2) from None
+    for name, index in indices.items():
+        typer.echo(f"{name:<10} proposal at entry {index}")
+    if not indices:
+        raise _fail("error: no node of the network answered", 1)
+
+
+@app.command()
+def down(out: Annotated[Path, typer.Option(help="The network's folder (phalanx up --out).")] = Path("out/network")
+         ) -> None:
+    """Stop every node process of the network in OUT (SIGTERM, then SIGKILL after 10 s)."""
+    from phalanx.network.config import ConfigError
+    from phalanx.range.launcher import down as network_down
+
+    try:
+        n = network_down(out)
+    except ConfigError as e:
+        raise _fail(f"error: {e}", 2) from None
+    typer.echo(f"stopped {n} node process(es)")
+
+
 @ledger_app.command("bundle")
 def ledger_bundle(
     ledger: Annotated[Path, typer.Argument(help="The ledger file (ledger.db).")],

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from phalanx.aggregate import Aggregator, Chain, Context
 from phalanx.attacks import AttackView, SuccessSet, UpdateAttack
@@ -48,6 +47,7 @@ from phalanx.core.seeding import derive_seed, generator
 from phalanx.defenses import cap_claims, finite_rows, shape_ok
 from phalanx.engine.faults import FaultSchedule
 from phalanx.engine.guard import Guard
+from phalanx.engine.pipeline import aggregate_relative, declared_f, evaluate_rows
 from phalanx.engine.secure import SecureAggregation, exposed_honest
 from phalanx.engine.observer import RoundObserver
 from phalanx.engine.success import success_rates
@@ -162,10 +162,7 @@ class Simulation:
 
     def _f_for(self, rows: torch.Tensor) -> torch.Tensor:
         """Declared f for receivers that aggregate from ``rows`` others (count, or share rounded up)."""
-        if self.declared_f is not None:
-            return torch.full_like(rows, self.declared_f)
-        share = self.declared_share or 0.0
-        return torch.ceil(share * rows.to(torch.float64) - 1e-9).clamp(min=0).to(torch.int64)
+        return declared_f(rows, self.declared_f, self.declared_share)
 
     # -- a round ----------------------------------------------------------------------------
     def run(self, rounds: int, start: int = 1) -> Iterator[dict]:
@@ -550,29 +547,23 @@ class Simulation:
             ok = chain.admissible(counts, f_r)
             if self.observer is not None:
                 self.observer.gossip_chunk(self, r, start, recv, idx, mask, msgs, ref, ok, f_r, agg_gen)
-            out = torch.zeros_like(own_rows)
-            sel = ok.nonzero().squeeze(1)
-            if len(sel):
-                everyone = len(sel) == len(recv)
-                pick = (lambda t: t) if everyone else (lambda t: t[sel])  # no copy when all aggregate
-                if not relative:
-                    msgs -= ref[:, None, :]  # msgs is this chunk's own gathered copy
-                context = Context(
-                    f=pick(f_r),
-                    root=pick(own_rows - ref) if chain.needs_root else None,
-                    previous=self.previous[recv[sel]] if chain.stateful else None,
-                    generator=agg_gen)
-                got = chain.aggregate(pick(msgs), pick(mask), None if weights is None else pick(weights),
-                                      context)
-                if chain.stateful:
-                    self.previous[recv[sel]] = got
-                if self.guard is not None:
-                    self.guard.observe(r, recv[sel], idx[sel], pick(received), pick(got_mask), got)
-                    if noise is not None:
-                        g = generator(self.seed, "round", r, "screen-noise", start, device=got.device)
-                        got = got + pick(noise)[:, None] * torch.randn(got.shape, generator=g, device=got.device)
-                out[sel] = got
-            new_rows.append(torch.where(ok[:, None], ref + out, own_rows))
+            def screened(got: torch.Tensor, sel: torch.Tensor, pick) -> torch.Tensor:
+                """The guard sees what each receiver aggregated; weak DP noise goes on the model."""
+                if self.guard is None:
+                    return got
+                self.guard.observe(r, recv[sel], idx[sel], pick(received), pick(got_mask), got)
+                if noise is not None:
+                    g = generator(self.seed, "round", r, "screen-noise", start, device=got.device)
+                    got = got + pick(noise)[:, None] * torch.randn(got.shape, generator=g, device=got.device)
+                return got
+
+            # msgs is this chunk's own gathered copy: the shared step shifts it in place
+            new, got, sel = aggregate_relative(chain, msgs, mask, ref, own_rows, f_r, ok, weights,
+                                               self.previous[recv] if chain.stateful else None, agg_gen,
+                                               relative=relative, post=screened)
+            if chain.stateful and got is not None:
+                self.previous[recv[sel]] = got
+            new_rows.append(new)
             connected.append(ok & live_nb[recv])
             starved = (~ok).nonzero().squeeze(1)
             for i in starved.tolist():
@@ -628,17 +619,5 @@ class Simulation:
         return {"attack_success": float(rates.mean()), "attack_success_max": float(rates.max())}
 
     def _eval_rows(self, rows: torch.Tensor, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-        fm, module = self.flat_model, self.flat_model.module
-        accs, losses = [], []
-        for row in rows:
-            fm.flat.copy_(row)
-            correct, total_loss = 0, 0.0
-            for s in range(0, len(self.test_y), batch):
-                logits = module(self.test_x[s : s + batch])
-                y = self.test_y[s : s + batch]
-                correct += int((logits.argmax(1) == y).sum())
-                total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            accs.append(correct / len(self.test_y))
-            losses.append(total_loss / len(self.test_y))
-        return torch.tensor(accs), torch.tensor(losses)
+        return evaluate_rows(self.flat_model, rows, self.test_x, self.test_y, batch)
 

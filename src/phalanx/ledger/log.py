@@ -279,12 +279,15 @@ class Ledger:
             return None
         return open_checkpoint(self._checkpoints[-1][2], self.policy.verifiers())
 
-    def checkpoint(self, witnesses: Sequence[Cosigner] = (), *, extensions: Sequence[str] = ()) -> Published:
+    def checkpoint(self, witnesses: Sequence[Cosigner] = (), *, extensions: Sequence[str] = (),
+                   only_final: bool = False) -> Published:
         """Sign the current tree head, collect cosignatures from ``witnesses``, store it.
 
         A witness that refuses is reported in :attr:`Published.refusals`; the checkpoint is
-        stored either way, and :attr:`Published.final` says whether the policy's quorum is met.
-        Checkpointing again at an unchanged size adds cosignatures to the stored one.
+        stored either way (``only_final``: only if the policy's quorum is met, so that a log
+        whose witnesses are partly down stores no checkpoint the audit would refuse), and
+        :attr:`Published.final` says whether the quorum is met. Checkpointing again at an
+        unchanged size adds cosignatures to the stored one.
         """
         if self.signer is None:
             raise StorageError(f"{self.store.name}: opened without the log's key, so it cannot sign checkpoints")
@@ -302,6 +305,8 @@ class Ledger:
             except Exception as e:  # a witness is another party: whatever it does is a refusal
                 refusals[witness.name] = f"{type(e).__name__}: {e}"
         data = note.format()
+        if only_final and not self.policy.is_final(data):
+            return Published(open_checkpoint(data, self.policy.verifiers()), False, refusals)
         self.store.put_checkpoint(cid, checkpoint.size, data)
         if cid == len(self._checkpoints):
             self._checkpoints.append((cid, checkpoint.size, data))

@@ -605,6 +605,11 @@ def default_study_path() -> Path:
     return Path(str(resources.files("phalanx.range").joinpath("studies/default.yaml")))
 
 
+def network_task_path() -> Path:
+    """The built-in task of ``phalanx up`` (a single scenario)."""
+    return Path(str(resources.files("phalanx.range").joinpath("studies/network.yaml")))
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
