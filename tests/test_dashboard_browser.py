@@ -56,6 +56,7 @@ def test_the_dashboard_shows_nodes_curves_and_entries_and_a_clicked_nodes_histor
         assert page.locator("figure[data-metric=accuracy] path.series").count() == 2
         assert page.locator("figure[data-metric=attack_success] path.series").count() == 1
         assert page.locator("figure[data-metric=epsilon] .empty").count() == 1
+        assert page.locator("#nav-grid").is_hidden()  # a study, not a grid: no link to an empty section
         page.wait_for_selector("#led-entries tbody tr")
         assert page.locator("#led-entries tbody tr").count() == 50
         assert page.locator("#led-entries tbody tr").first.get_attribute("data-type") == "node_registration"

@@ -74,7 +74,7 @@
   var header = el("header", null, [title, desc, status]);
   var nav = el("nav", {"aria-label": "Sections"}, [
     el("a", {href: "#network", text: "Network"}), el("a", {href: "#curves", text: "Curves"}),
-    el("a", {href: "#grid", text: "Grid"}), STATIC ? null : el("a", {href: "#ledger", text: "Ledger"}),
+    el("a", {href: "#grid", text: "Grid", id: "nav-grid", hidden: ""}), STATIC ? null : el("a", {href: "#ledger", text: "Ledger"}),
     STATIC ? null : el("a", {href: "verifier.html", text: "Verifier"})]);
 
   var netRun = el("select", {id: "net-run"});
@@ -274,6 +274,7 @@
     clear(heatmaps);
     if (!g || !g.maps) return;
     gridSection.hidden = false;
+    nav.querySelector("#nav-grid").hidden = false;
     if (g.description) heatmaps.appendChild(el("p", {text: g.description}));
     g.maps.forEach(function (m) {
       var t = el("table", {class: "heatmap", "data-topology": m.topology});
