@@ -24,7 +24,7 @@ import yaml
 from conftest import REPO
 
 from phalanx.core.encoding import decode, encode
-from phalanx.ledger import Ledger
+from phalanx.ledger import Ledger, StorageError
 from phalanx.range import launcher
 from phalanx.range.scenario import load_study
 
@@ -241,10 +241,11 @@ def test_a_newcomer_joins_only_with_the_admission_policys_proof(network):
     net.start()
 
     def registered_in_node0() -> set[bytes]:
-        if not (net.by_name("node0").folder / "ledger.db").exists():
+        try:  # node0 may be creating its log right now
+            with Ledger.open(str(net.by_name("node0").folder / "ledger.db"), readonly=True) as ledger:
+                return {e.node_id for _, e in ledger.entries() if e.type == "node_registration"}
+        except StorageError:
             return set()
-        with Ledger.open(str(net.by_name("node0").folder / "ledger.db"), readonly=True) as ledger:
-            return {e.node_id for _, e in ledger.entries() if e.type == "node_registration"}
 
     worker, cheat = newcomers[0][1].node, newcomers[1][1].node
     net.wait(lambda: worker in registered_in_node0(), 180, "the worker to be admitted")
