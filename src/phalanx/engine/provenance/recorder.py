@@ -64,9 +64,6 @@ from phalanx.ledger import (
     AggregateInput,
     AggregateRecord,
     DatasetCommitment,
-    GovernanceActivation,
-    GovernanceProposal,
-    GovernanceVote,
     Ledger,
     NodeRegistration,
     Policy,
@@ -397,23 +394,21 @@ class LedgerRecorder(RoundObserver):
         is the log index the first of them will get."""
         items: list = []
         validators = [self.ids.validator(j) for j in range(self.config.validators)]
+        from phalanx.engine.provenance.rollback import passed_proposal
+
         for d in self.decisions:
             votes = ("the server" if tuple(d.voters) in ((), (-1,))
                      else f"{len(d.votes)} of {len(d.voters)} validators scoring it")
             reason = f"{d.reason}; decided in round {d.round} by {votes}"[:1000]
             evidence = [index[d.node]] if d.node in index else []
-            proposal = start + len(items)
             params = {"node": self.node_ids[d.node].hex(), "round": d.round + 1}
             if evidence:
                 params["evidence"] = evidence[0]
-            items.append((GovernanceProposal(action=d.action, params=params, title=reason,
-                                             deadline=d.round + 1), validators[0]))
-            ballots = list(range(proposal + 1, proposal + 1 + len(validators)))
-            items += [(GovernanceVote(proposal=proposal, choice="yes"), v) for v in validators]
-            items.append((GovernanceActivation(proposal=proposal, votes=ballots, round=d.round + 1),
-                          validators[0]))
+            passed, activation = passed_proposal(start + len(items), validators, d.action, reason,
+                                                 d.round + 1, params)
+            items += passed
             items.append((Quarantine(node=self.node_ids[d.node], round=d.round + 1, action=d.action,
-                                     reason=reason, evidence=[ballots[-1] + 1, *evidence]), validators[0]))
+                                     reason=reason, evidence=[activation, *evidence]), validators[0]))
         self.decisions = []
         return items
 

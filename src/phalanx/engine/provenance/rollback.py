@@ -33,6 +33,18 @@ if TYPE_CHECKING:
     from phalanx.engine.provenance.recorder import LedgerRecorder, RollbackPlan
 
 
+def passed_proposal(start: int, validators: list, action: str, title: str, r: int,
+                    params: dict[str, Any]) -> tuple[list, int]:
+    """The entries of a proposal every validator passes in round ``r``: validator 0's proposal,
+    each validator's yes vote and validator 0's activation, to be appended from log index
+    ``start``; returns them and the activation's index."""
+    votes = list(range(start + 1, start + 1 + len(validators)))
+    items: list = [(GovernanceProposal(action=action, params=params, title=title, deadline=r), validators[0])]
+    items += [(GovernanceVote(proposal=start, choice="yes"), v) for v in validators]
+    items.append((GovernanceActivation(proposal=start, votes=votes, round=r), validators[0]))
+    return items, votes[-1] + 1
+
+
 @dataclass
 class _Saved:
     rows: torch.Tensor  # the star's global model (d,), or every node's model (n, d)
@@ -70,14 +82,8 @@ class Rollbacks:
         rec, sim, saved = self.rec, self.rec.sim, self.saved
         ids, ledger = rec.ids, rec.ledger
         validators = [ids.validator(j) for j in range(rec.config.validators)]
-        first = ledger.size
-        votes = list(range(first + 1, first + 1 + len(validators)))
-        activation = votes[-1] + 1
-        items: list = [(GovernanceProposal(action="rollback", title=plan.reason, deadline=r,
-                                           params={"round": plan.to_round, "model": saved.model.hex()}),
-                        validators[0])]
-        items += [(GovernanceVote(proposal=first, choice="yes"), v) for v in validators]
-        items.append((GovernanceActivation(proposal=first, votes=votes, round=r), validators[0]))
+        items, activation = passed_proposal(ledger.size, validators, "rollback", plan.reason, r,
+                                            {"round": plan.to_round, "model": saved.model.hex()})
         items.append((Rollback(activation=activation, round=plan.to_round, model=saved.model,
                                checkpoint=saved.checkpoint, reason=plan.reason), validators[0]))
         ledger.submit_many(items)
