@@ -91,7 +91,7 @@ def test_expansion_labels_order_and_merge(tmp_path):
         "gossip", "ring", "uniform", 1)
     flip = by["star / mean / sign_flip / seed 0"]
     assert flip.adversary.malicious == 1 and flip.adversary.update_attack.name == "sign_flip"
-    assert flip.topology.weighting == "samples"
+    assert flip.topology.weighting is None and flip.weighting() == "samples"  # a grid logs nothing
     noise = by["star / mean / noise / seed 0"].adversary.update_attack
     assert (noise.name, noise.params) == ("gaussian", {"std": 5.0})
     data = by["star / mean / label_flip / seed 0"].adversary  # a data attack's name as shorthand

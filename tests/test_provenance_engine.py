@@ -9,7 +9,8 @@ import os
 
 import pytest
 import torch
-from test_engine import gossip, make_sim
+from test_engine import gossip
+from test_engine import make_sim as engine_sim
 from test_engine_defense import Constant, PerReceiver
 from test_ledger_audit import _check_flips
 
@@ -24,7 +25,14 @@ from phalanx.engine.provenance.replay import replay
 from phalanx.ledger import Ledger, Policy, audit
 from phalanx.ledger.trace import EQUIVOCATED, REJECTED, USED, LedgerIndex, format_trace, trace
 from phalanx.network import Star
+from phalanx.privacy.accounting import PrivacyLedger
+from phalanx.privacy.counts import CountRelease
 from phalanx.privacy.plan import PrivacyPlan
+
+
+def make_sim(shards, topology, **kw):
+    """The engine's test simulation, weighted as a logged star must be: uniform unless asked."""
+    return engine_sim(shards, topology, **{"weighting": "uniform", **kw})
 
 
 def chain_of(spec):
@@ -64,7 +72,8 @@ def assert_sound(folder):
 
 # ------------------------------------------------------------------------------ what a run logs
 def test_a_star_run_logs_registrations_commitments_aggregates_and_cosigned_checkpoints(make_shards, tmp_path):
-    sim = make_sim(make_shards([3, 4, 5, 6]), Star(4, 0))
+    release = CountRelease(0.5, 4, 0, PrivacyLedger(1e-5))
+    sim = make_sim(make_shards([3, 4, 5, 6]), Star(4, 0), weighting="noised", count_release=release)
     records, summary = recorded(sim, tmp_path, 3)
     log = entries(tmp_path)
     types = [e.type for _, e in log]
@@ -76,7 +85,10 @@ def test_a_star_run_logs_registrations_commitments_aggregates_and_cosigned_check
     datasets = [e.body for _, e in log if e.type == "dataset_commitment"]
     assert all(d.samples is None and d.stats is not None for d in datasets)  # the count is hidden
     updates = [e.body for _, e in log if e.type == "update_commitment"]
-    assert [u.weight for u in updates[:4]] == [3.0, 4.0, 5.0, 6.0]  # FedAvg weights, as used
+    # FedAvg weights as used: the released counts (each node's count plus its one noise draw), never the counts
+    released = (torch.tensor([3.0, 4.0, 5.0, 6.0], dtype=torch.float64) + 0.5 * release.draws).clamp(min=1)
+    assert [u.weight for u in updates] == pytest.approx(released.float().tolist() * 3)
+    assert not {u.weight for u in updates} & {3.0, 4.0, 5.0, 6.0}
     last = log[-1][1].body
     assert last.result == tensor_hash(sim.global_row) and summary["model"] == last.result.hex()
     assert last.params["topology"] == "star" and last.rule == "mean" and len(last.inputs) == 4

@@ -54,6 +54,7 @@ from phalanx.engine.success import success_rates
 from phalanx.models.flat import FlatModel
 from phalanx.network import Gossip, Star
 from phalanx.privacy.client import clip_updates, gaussian
+from phalanx.privacy.counts import CountRelease
 from phalanx.privacy.plan import PrivacyPlan
 from phalanx.train import SGDConfig, Shards, train_nodes
 
@@ -75,7 +76,7 @@ class Simulation:
     seed: int
     update_attack: UpdateAttack | None = None
     participation: float = 1.0
-    weighting: Literal["samples", "uniform"] = "samples"
+    weighting: Literal["samples", "uniform", "noised"] = "samples"  # star and committee weights (public log: not samples)
     strategy: str = "auto"
     chunk_size: int = 0
     workers: int = 0
@@ -83,7 +84,8 @@ class Simulation:
     memory_budget_bytes: int = 256 << 20
     declared_f: int | None = None  # what the rule assumes: a count per receiver ...
     declared_share: float | None = None  # ... or a share of the rows it aggregates
-    weight_cap: float | None = 3.0  # claimed sample counts capped at this x the median claim
+    weight_cap: float | None = 3.0  # claimed (or released) sample counts capped at this x the median
+    count_release: CountRelease | None = None  # weighting noised: each node's count, released once (privacy/counts.py)
     root_shards: Shards | None = None  # the star server's trusted root data (FLTrust)
     privacy: PrivacyPlan | None = None  # differential privacy: mechanism, noise, spend per node
     keep_released: bool = False  # keep what each node last sent and the model it trained from
@@ -121,6 +123,8 @@ class Simulation:
                 raise ValueError("committee: validators recompute the aggregate from the revealed updates; "
                                  "secure aggregation and central DP hide them")
             self.committee = CommitteeRound(self.topology, self.aggregator, self.seed)
+        if (self.weighting == "noised") != (self.count_release is not None):
+            raise ValueError("weighting noised needs a count release (privacy/counts.py), and only it uses one")
         if self.aggregator.needs_root and self.topology.kind == "star" and self.root_shards is None:
             raise ValueError(f"{self.aggregator.name()} needs the server's root data (root_shards)")
         if self.secure is not None and self.topology.kind != "star":
@@ -176,7 +180,7 @@ class Simulation:
                                             f"({self.privacy.budget:g}): training stops"})
                 return
             info = self.step(r)
-            if self.privacy is not None:
+            if self.privacy is not None or self.count_release is not None:
                 info.update(self._privacy_spent())
             if r % self.eval_every == 0 or r == rounds:
                 info.update(self.evaluate(self.faults.alive(r)))
@@ -201,8 +205,11 @@ class Simulation:
 
     # -- privacy ----------------------------------------------------------------------------
     def _privacy_spent(self) -> dict:
-        """Epsilon spent so far over the honest nodes: the largest and the mean."""
-        eps = self.privacy.epsilons(self.honest.cpu().nonzero().squeeze(1))
+        """Epsilon spent so far over the honest nodes (training, and a noised count's release): the
+        largest and the mean."""
+        honest = self.honest.cpu().nonzero().squeeze(1)
+        eps = (self.privacy.epsilons(honest) if self.privacy is not None
+               else self.count_release.account.epsilons(honest.tolist()))
         return {"epsilon": max(eps, default=0.0), "epsilon_mean": sum(eps) / max(len(eps), 1)}
 
     def _with_budget(self, r: int, alive: torch.Tensor) -> torch.Tensor:
@@ -350,8 +357,10 @@ class Simulation:
             return outcome(False)
         updates, claims = updates[keep], claims[keep]
         weights = None
-        if self.weighting == "samples" and self.aggregator.accepts_weights:
-            weights, _ = cap_claims(claims, self.weight_cap)
+        if self.weighting != "uniform" and self.aggregator.accepts_weights:
+            public = claims if self.count_release is None else self.count_release.weights(
+                part[keep], claims, ~bad[keep])
+            weights, _ = cap_claims(public, self.weight_cap)
         noise = None
         if self.guard is not None:
             senders, received = part[keep], updates

@@ -9,8 +9,9 @@ endpoint       body (request -> reply)
 =============  ===============================================================================
 handshake      hello + ``entries`` (its registration and dataset commitment, signed for the
                recipient's log) -> hello + ``seq`` (the sender's next sequence number there)
-update         ``round, model, base, salt, count, count_salt, entry`` (an update commitment
-               signed for the recipient's log) -> ``ok, seq, why``
+update         ``round, model, base, salt, count, count_salt, released, entry`` (an update
+               commitment signed for the recipient's log; ``released``: the sender's noised count
+               for weighting noised, 0 otherwise) -> ``ok, seq, why``
 model          (star) ``round, model, record, index, note, proof, old, consistency`` -> ``ok``
 checkpoint     (star) another node's copy of the server's checkpoint ``note`` -> ``ok, why``
 submit         ``entry`` (e.g. a governance proposal or vote for the recipient's log) -> ``index``
@@ -36,7 +37,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
               "roles": "list[str]", "round": "int", "log": "str", "witness": "str",
               "entries": "list[bytes]", "seq": "int", "mode": "str"},
     "update": {"round": "int", "model": "bytes", "base": "b32", "salt": "b32", "count": "int",
-               "count_salt": "b32", "entry": "bytes"},
+               "count_salt": "b32", "released": "float", "entry": "bytes"},
     "update_reply": {"ok": "bool", "seq": "int", "why": "str"},
     "model": {"round": "int", "model": "bytes", "record": "bytes", "index": "int", "note": "bytes",
               "proof": "list[bytes]", "old": "int", "consistency": "list[bytes]"},

@@ -81,6 +81,9 @@ def build_task(genesis: Genesis, shard: int, attack: dict | None):
     from phalanx.range.scenario import ScenarioError
 
     s = scenario_of(genesis)
+    if s.weighting(logged=True) == "samples" and s.topology.name != "gossip":
+        raise ConfigError("genesis task: topology.weighting samples: a deployed node always keeps a public "
+                          "log, which would show exact claimed counts; use uniform or noised")
     try:
         built = build(s)
     except (ScenarioError, RunError) as e:
@@ -105,7 +108,8 @@ def build_task(genesis: Genesis, shard: int, attack: dict | None):
                                                  momentum=s.train.momentum, weight_decay=s.train.weight_decay),
                 chain=sim.aggregator, chain_spec=chain, seed=s.seed, num_classes=built.dataset.num_classes,
                 model_name=s.model.name, declared_f=sim.declared_f, declared_share=sim.declared_share,
-                weight_cap=s.topology.weight_cap, attack=update_attack,
+                weight_cap=s.topology.weight_cap, weighting=s.weighting(logged=True),
+                count_noise=s.topology.count_noise, attack=update_attack,
                 colluders=max(1, s.adversary.malicious), extra={"dtype": str(torch.float32)})
 
 

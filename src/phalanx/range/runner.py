@@ -42,7 +42,9 @@ from phalanx.engine.secure import SecureAggregation
 from phalanx.engine.swarm import NEVER, Swarm
 from phalanx.models import MODELS, FlatModel, initial_row
 from phalanx.network import TOPOLOGIES
+from phalanx.privacy.accounting import PrivacyLedger
 from phalanx.privacy.client import AdaptiveClipping
+from phalanx.privacy.counts import CountRelease
 from phalanx.privacy.plan import PrivacyPlan
 from phalanx.range.scenario import Scenario, ScenarioError, slug
 from phalanx.train import SGDConfig, Shards
@@ -208,11 +210,11 @@ def build(scenario: Scenario, group: int | None = None) -> BuiltRun:
         sgd=SGDConfig(epochs=s.train.epochs, batch_size=s.train.batch_size, lr=s.train.lr,
                       momentum=s.train.momentum, weight_decay=s.train.weight_decay),
         seed=s.seed, update_attack=update_attack, participation=s.topology.participation,
-        weighting=s.topology.weighting, strategy=s.train.strategy, chunk_size=s.train.chunk_size,
+        weighting=s.weighting(), strategy=s.train.strategy, chunk_size=s.train.chunk_size,
         workers=s.train.workers,
         eval_every=s.eval.every,
         declared_f=declared_f, declared_share=declared_share, weight_cap=s.topology.weight_cap,
-        root_shards=root_shards, privacy=privacy, keep_released=s.leakage is not None,
+        count_release=_count_release(s, privacy, shards.num_nodes), root_shards=root_shards, privacy=privacy, keep_released=s.leakage is not None,
         secure=_secure_aggregation(s), success=success,
     )
     if screens or s.quarantine is not None or s.provenance is not None or sybils is not None:
@@ -334,6 +336,15 @@ def _privacy_plan(s: Scenario, shards: Shards, dim: int) -> PrivacyPlan | None:
     except ValueError as e:
         raise ScenarioError(f"privacy: {e}") from None
     return plan
+
+
+def _count_release(s: Scenario, privacy: PrivacyPlan | None, nodes: int) -> CountRelease | None:
+    """Weighting noised: each node's count released once, charged to its DP-SGD account when it
+    has one, else to an account of its own (phalanx.privacy.counts)."""
+    if s.weighting() != "noised":
+        return None
+    account = privacy.ledger if privacy is not None else PrivacyLedger(s.privacy.delta, s.privacy.accountant)
+    return CountRelease(s.topology.count_noise, nodes, s.seed, account)
 
 
 def _faults(s: Scenario) -> list[Fault]:

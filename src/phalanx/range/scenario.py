@@ -95,10 +95,12 @@ class TopologySpec(Strict):
     mixing: Literal["uniform", "metropolis"] = Field("uniform", description="Gossip mixing weights.")
     participation: Annotated[float, Field(gt=0, le=1)] = Field(
         1.0, description="Star: the server samples this share of live nodes each round; gossip: each live node takes part with this probability.")
-    weighting: Literal["samples", "uniform"] = Field(
-        "samples", description="Star aggregation weights: claimed sample counts (FedAvg) or equal.")
+    weighting: Literal["samples", "uniform", "noised"] | None = Field(
+        None, description="Star and committee aggregation weights, as the public log shows them: uniform (a public constant), noised (each node's claimed count released once with Gaussian noise, charged to its privacy account, then capped) or samples (exact claimed counts, capped: only without a ledger, which would publish them). Unset: samples without a ledger, uniform with one.")
+    count_noise: Annotated[float, Field(gt=0, le=1e6)] | None = Field(
+        None, description="noised: the standard deviation of a released count's noise, in samples (one sample is the sensitivity).")
     weight_cap: Annotated[float, Field(ge=1, le=1e6)] | None = Field(
-        3.0, description="Star: a claimed sample count above this multiple of the round's median claim is capped to it (null trusts claims, to show what weight inflation does).")
+        3.0, description="Star: a claimed (or released) sample count above this multiple of the round's median is capped to it (null trusts claims, to show what weight inflation does).")
     validators: Annotated[int, Field(ge=1, le=100)] = Field(
         4, description="Committee: validators that recompute and certify each round (quorum floor(2n/3) + 1).")
     crashed: Annotated[int, Field(ge=0, le=100)] = Field(0, description="Committee: validators that never answer.")
@@ -465,6 +467,7 @@ class Scenario(Strict):
             if self.privacy.accountant != "rdp":
                 raise _FieldError("privacy.accountant", self.privacy.accountant,
                                   "distributed (Skellam) noise is accounted in RDP only")
+        self._check_weighting()
         rollback = self.ledger.rollback
         if rollback is not None:
             if not self.ledger.enabled:
@@ -480,6 +483,31 @@ class Scenario(Strict):
                 raise _FieldError("privacy.mechanism", "central", "central DP noises the mean of "
                                   "clipped updates: it needs aggregator mean with no pre-aggregator")
         return self
+
+    def weighting(self, logged: bool | None = None) -> str:
+        """The star's weights: ``topology.weighting``, or when unset, samples for a run that writes
+        no public log and uniform for one that does (``logged``: default ``ledger.enabled``; a
+        deployed node always logs). A weight the log shows is never an exact count
+        (:mod:`phalanx.privacy.counts`)."""
+        logged = self.ledger.enabled if logged is None else logged
+        return self.topology.weighting or ("uniform" if logged else "samples")
+
+    def _check_weighting(self) -> None:
+        t = self.topology
+        weighting = self.weighting()
+        if weighting == "samples" and self.ledger.enabled and self.topology.name != "gossip":
+            raise _FieldError("topology.weighting", "samples", "the ledger logs each update's weight, so exact "
+                              "claimed counts would be public: use uniform or noised (with count_noise), "
+                              "or turn the ledger off")
+        if (weighting == "noised") != (t.count_noise is not None):
+            raise _FieldError("topology.count_noise", t.count_noise,
+                              "weighting noised needs count_noise, and only it uses one")
+        if weighting == "noised" and self.privacy.mechanism in ("local", "central", "distributed"):
+            raise _FieldError("topology.weighting", "noised", f"under client-level DP ({self.privacy.mechanism}) a "
+                              "count's sensitivity is the whole count: use uniform")
+        if weighting == "noised" and self.privacy.target_epsilon is not None:
+            raise _FieldError("topology.weighting", "noised", "a target epsilon is calibrated for training "
+                              "alone and the count's release would spend on top of it: give noise_multiplier")
 
     def _check_diversity(self) -> None:
         d = self.diversity

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
@@ -59,6 +60,7 @@ from phalanx.engine.node.log import NodeLog
 from phalanx.engine.node.task import Task
 from phalanx.engine.pipeline import aggregate_relative, declared_f
 from phalanx.engine.provenance.private import tensor_commitment, tensor_hash, tensor_view
+from phalanx.privacy.counts import noised_count
 from phalanx.governance import ForkError, ForkSchedule, Governance, Minimum
 from phalanx.ledger import (
     Admission,
@@ -108,6 +110,7 @@ class Received:
     entry: Any  # the signed update commitment for this log
     finite: bool
     count: int
+    released: float = 0.0  # its noised count (weighting noised; phalanx.privacy.counts)
     index: int = -1  # where this log holds the commitment (logged on arrival)
 
 
@@ -432,7 +435,7 @@ class Node:
             raise EnvelopeError(409, f"update commitment: seq {entry.seq} was already used here", sender)
         self.log.commit(msg["salt"], model, commitment)
         self.log.opening(body.samples, msg["count_salt"], {"count": msg["count"]})
-        return Received(sender, model, entry, bool(torch.isfinite(model).all()), msg["count"])
+        return Received(sender, model, entry, bool(torch.isfinite(model).all()), msg["count"], msg["released"])
 
     # -- star: the server's model ----------------------------------------------------------
     def _on_model(self, m: Opened) -> bytes:
@@ -760,7 +763,8 @@ class Node:
             seq = peer.seq or 0
             entry = sign_entry(body, self.keys.identity, seq, self.genesis.origin(peer.node))
             msg = make("update", round=r, model=tensor_view(model).tobytes(), base=body.base_model, salt=salt,
-                       count=self.task.samples, count_salt=count_salt, entry=entry.encoding)
+                       count=self.task.samples, count_salt=count_salt, released=self.released_count(),
+                       entry=entry.encoding)
             try:
                 data = self._call(peer, "update", msg)
             except PeerRefused as e:
@@ -774,6 +778,23 @@ class Node:
             peer.seq = max(seq + 1, read("update_reply", data, 1024)["seq"])
             return True
         return False
+
+    def released_count(self) -> float:
+        """Weighting noised: this node's count with Gaussian noise, drawn once from the operating
+        system's randomness and kept in ``released_count.json``, so that a restart sends the same
+        value rather than a second release (phalanx.privacy.counts); 0.0 for other weightings."""
+        if self.task.weighting != "noised":
+            return 0.0
+        path = self.folder / "released_count.json"
+        with self.lock:
+            if path.exists():
+                return float(json.loads(path.read_text())["released"])
+            g = torch.Generator().manual_seed(secrets.randbits(63))
+            value = noised_count(self.task.samples, self.task.count_noise, g)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"released": value, "noise": self.task.count_noise}))
+            tmp.replace(path)
+            return value
 
     def _ask_seq(self, peer: Peer) -> int:
         """This node's next sequence number in ``peer``'s log, as the peer says (0 if it does not)."""
@@ -1114,8 +1135,10 @@ class Node:
         ok = False
         if usable:
             rows = torch.stack([got[s].model for s in usable])[None]
-            claims = torch.tensor([float(got[s].count) for s in usable])
-            weights = cap_claims(claims, self.task.weight_cap)[None] if chain.accepts_weights else None
+            weights = None
+            if chain.accepts_weights and self.task.weighting == "noised":  # never the exact counts: they go on the log
+                released = torch.tensor([got[s].released for s in usable], dtype=torch.float64)
+                weights = cap_claims(released, self.task.weight_cap)[0].float()[None]
             f = declared_f(torch.tensor([len(usable)]), self.task.declared_f, self.task.declared_share)
             ok = bool(chain.admissible(torch.tensor([len(usable)]), f)[0])
             params.update({"f": int(f[0]), "rows": len(usable)})

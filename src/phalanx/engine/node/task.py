@@ -37,6 +37,8 @@ class Task:
     declared_f: int | None = None
     declared_share: float | None = None
     weight_cap: float | None = 3.0
+    weighting: str = "uniform"  # star weights on the log: uniform (constant) or noised (phalanx.privacy.counts)
+    count_noise: float | None = None  # noised: the noise of the node's one release of its count, in samples
     attack: UpdateAttack | None = None
     colluders: int = 1  # malicious nodes in the network: the f an attack's formulas assume
     strategy: str = "loop"

@@ -152,6 +152,9 @@ class LedgerRecorder(RoundObserver):
     def __init__(self, sim, folder: Path, config: RecorderConfig):
         from phalanx.engine.provenance.rollback import Rollbacks
 
+        if sim.central and sim.weighting == "samples" and sim.aggregator.accepts_weights:
+            raise ValueError("the log shows each update's weight, and weighting samples would make it the exact "
+                             "claimed count: use uniform or noised (phalanx.privacy.counts)")
         self.sim, self.folder, self.config = sim, Path(folder), config
         self.kind = "gossip" if sim.topology.kind == "gossip" else "star"  # a committee's model is global
         self.n = sim.shards.num_nodes
