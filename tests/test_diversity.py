@@ -58,9 +58,10 @@ def diverse(**over) -> Scenario:
 
 def test_a_diverse_run_reports_each_group_the_ensemble_and_the_transfer_table(tmp_path):
     s = diverse(adversary={"malicious": 2, "data_attack": {"name": "badnets", "target": 0, "size": 2}},
-                diversity={"target_group": "mlp"})
+                diversity={"target_group": "mlp"}, ledger={"enabled": False})  # FedAvg's weights: no log
     summary = run_study("div", "", [s], tmp_path, progress=False)
     run = summary["runs"][0]
+    assert "ledger" not in run and not list(tmp_path.glob("*/*/ledger.db"))
     assert set(run["malicious"]) <= {3, 4, 5}  # the poisoning is aimed at the mlp group
     assert run["model_parameters"] == {"lr": 650, "mlp": 16 * 64 + 16 + 16 * 10 + 10}
     final = run["final"]
@@ -88,3 +89,30 @@ def test_a_diverse_run_reports_each_group_the_ensemble_and_the_transfer_table(tm
 def test_diversity_scenarios_that_cannot_run_are_refused_in_one_line(over, message):
     with pytest.raises(pydantic.ValidationError, match=message):
         diverse(**over)
+
+
+def test_each_group_of_a_diverse_run_writes_its_own_ledger_and_each_passes_the_audit(tmp_path):
+    from conftest import run_cli
+
+    from phalanx.ledger import Ledger
+
+    s = diverse(adversary={"malicious": 1, "data_attack": {"name": "label_flip", "source": 1, "target": 7}},
+                diversity={"target_group": "mlp"})
+    assert s.ledger.enabled and s.weighting() == "uniform"
+    summary = run_study("div", "", [s], tmp_path, progress=False)
+    groups = summary["runs"][0]["ledger"]["groups"]
+    assert [(g["group"], g["nodes"]) for g in groups] == [("lr", [0, 1, 2]), ("mlp", [3, 4, 5])]
+    origins, models = set(), set()
+    for g in groups:
+        folder = tmp_path / g["folder"]
+        with Ledger.open(folder / "ledger.db", readonly=True) as ledger:
+            entries = [e for _, e in ledger.entries()]
+            origins.add(ledger.origin)
+        assert sum(e.type == "aggregate_record" for e in entries) == 1 + s.rounds  # the start, then each round
+        assert sum(e.type == "update_commitment" for e in entries) == 3 * s.rounds  # the group's own nodes
+        models.add(g["trace"]["model"])
+        audit = run_cli("audit", folder / "ledger.db", "--policy", folder / "policy.txt", "--replay")
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert len(origins) == 2 and len(models) == 2  # two logs, two models
+    html = (tmp_path / "report.html").read_text()
+    assert "div / lr" in html and "div / mlp" in html  # a row per group's ledger

@@ -342,23 +342,32 @@ def ledger_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
         ledger = run.info.get("ledger")
         if not isinstance(ledger, Mapping):
             continue
-        folder = ledger_folder(run)
-        equivocation = ledger.get("equivocation") or {}
-        rollbacks = ledger.get("rollbacks") or []
-        trace = ledger.get("trace") or {}
-        rows.append({
-            "name": run.name, "color": run.color,
-            "entries": str(ledger.get("entries", "—")), "checkpoints": str(ledger.get("checkpoints", "—")),
-            "validators": str(ledger.get("validators", "—")),
-            "kept": "yes" if ledger.get("keep_updates") else "hashes only",
-            "model": f"{trace.get('whose', 'model')} {str(trace.get('model') or '')[:16]}",
-            "equivocation": ", ".join(f"node {k}: {v}" for k, v in equivocation.items()) or "none",
-            "rollback": "; ".join(f"at round {r['at']} to round {r['to_round']}: {r['reason']}"
-                                  for r in rollbacks) or "none",
-            "audit": f"phalanx audit {folder}/ledger.db --policy {folder}/policy.txt"
-                     + (" --replay" if ledger.get("keep_updates") else ""),
-        })
+        if isinstance(ledger.get("groups"), list):  # a diverse run: one ledger per group
+            rows.extend(_ledger_row(run, f"{run.name} / {g.get('group')}", g) for g in ledger["groups"]
+                        if isinstance(g, Mapping))
+        else:
+            rows.append(_ledger_row(run, run.name, ledger))
     return rows
+
+
+def _ledger_row(run: Run, name: str, ledger: Mapping) -> dict[str, str]:
+    """A ledger summary's table row, already formatted."""
+    folder = str(ledger.get("folder") or "RUN")
+    equivocation = ledger.get("equivocation") or {}
+    rollbacks = ledger.get("rollbacks") or []
+    trace = ledger.get("trace") or {}
+    return {
+        "name": name, "color": run.color,
+        "entries": str(ledger.get("entries", "—")), "checkpoints": str(ledger.get("checkpoints", "—")),
+        "validators": str(ledger.get("validators", "—")),
+        "kept": "yes" if ledger.get("keep_updates") else "hashes only",
+        "model": f"{trace.get('whose', 'model')} {str(trace.get('model') or '')[:16]}",
+        "equivocation": ", ".join(f"node {k}: {v}" for k, v in equivocation.items()) or "none",
+        "rollback": "; ".join(f"at round {r['at']} to round {r['to_round']}: {r['reason']}"
+                              for r in rollbacks) or "none",
+        "audit": f"phalanx audit {folder}/ledger.db --policy {folder}/policy.txt"
+                 + (" --replay" if ledger.get("keep_updates") else ""),
+    }
 
 
 #: Provenance picture colours: absent, used, rejected, equivocated (codes of phalanx.ledger.trace).
