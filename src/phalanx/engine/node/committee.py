@@ -231,6 +231,16 @@ class CommitteeDriver:
         cert = v.certificate
         if cert is None:
             return None, None
+        # certified by q others' votes: this node may not have recomputed it yet (a row late)
+        until = time.time() + node.timeout
+        with node.cond:
+            while (digest_ := v.recompute(cert.batch)) is None and time.time() < until and not node.stopping.is_set():
+                node.cond.wait(0.1)
+        if digest_ != cert.aggregate:
+            missing = [h.hex()[:12] for h in cert.batch if h not in self.revealed.get(r, {})]
+            node._event("availability", f"round {r}: certified, but this node cannot recompute the aggregate "
+                                        f"(missing rows: {missing or 'none'}; digest {'none' if digest_ is None else 'differs'})")
+            return None, None
         return cert, v.recompute.results(cert.batch)
 
     def _try_propose(self, r: int) -> None:
@@ -382,6 +392,8 @@ class CommitteeDriver:
             waiting = v.proposals.get(v.view) if v is not None and v.echoed is None else None
         if waiting is not None:
             self._feed([waiting])
+        with self.node.cond:
+            self.node.cond.notify_all()
 
     def on_promise(self, m: Opened) -> bytes:
         msg = read("promise", m.body, 1024)
