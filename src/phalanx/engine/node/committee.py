@@ -65,7 +65,6 @@ from phalanx.engine.committee import (
     quorum,
     sequencer,
     sign,
-    tolerated,
 )
 from phalanx.engine.committee.ledger import certificate_entry, check_certificate_entry, committee_origin, evidence_entry
 from phalanx.engine.pipeline import declared_f
