@@ -235,7 +235,7 @@ def audit(
     from phalanx.ledger.audit import audit as run_audit
 
     trust = _trust(policy, log_key, witness or [], quorum)
-    engine = EngineChecks()
+    engine = EngineChecks(origin=_origin(ledger))
     try:
         report = run_audit(ledger, policy=trust, checks=engine.checks(), stop_at_first=not all_)
         if report.ok:
@@ -258,6 +258,17 @@ def _finding(where: str, what: str):
     from phalanx.ledger.audit import Finding
 
     return Finding(where, what)
+
+
+def _origin(ledger: str) -> str | None:
+    """The log's origin, or None if it cannot be opened (the audit then says why)."""
+    from phalanx.ledger.log import Ledger
+
+    try:
+        with Ledger.open(ledger, readonly=True) as opened:
+            return opened.origin
+    except Exception:  # a missing or damaged ledger: the audit reports it
+        return None
 
 
 def _sizes(ledger: str) -> set[int]:
@@ -464,7 +475,9 @@ def up(
     nodes: Annotated[int, typer.Option(min=2, max=64, help="Node processes that train.")] = 8,
     malicious: Annotated[int, typer.Option(min=0, help="How many of them attack.")] = 0,
     attack: Annotated[Optional[str], typer.Option(help="Their update attack (e.g. alie, ipm, sign_flip).")] = None,
-    mode: Annotated[str, typer.Option(help="gossip (no coordinator) or star (one server, the baseline).")] = "gossip",
+    mode: Annotated[str, typer.Option(help="gossip (no coordinator), committee (validators certify each round's "
+                                           "aggregate, no coordinator) or star (one server, the baseline).")
+                    ] = "gossip",
     rounds: Annotated[Optional[int], typer.Option(min=1, help="Rounds (default: the task's).")] = None,
     task: Annotated[Optional[Path], typer.Option(help="A scenario file: data, model, training, defense "
                                                  "(default: the built-in network task).")] = None,
@@ -481,8 +494,8 @@ def up(
     from phalanx.range.launcher import up as run_up
     from phalanx.range.scenario import ScenarioError, load_study, parse_set
 
-    if mode not in ("gossip", "star"):
-        raise _fail(f"error: --mode {mode!r}: gossip or star (committee mode is not built yet)", 2)
+    if mode not in ("gossip", "star", "committee"):
+        raise _fail(f"error: --mode {mode!r}: gossip, committee or star", 2)
     if encryption not in ("on", "off", "auto"):
         raise _fail(f"error: --encryption {encryption!r}: on, off or auto", 2)
     overrides = parse_set(set_ or [])

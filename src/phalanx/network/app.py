@@ -29,7 +29,7 @@ from phalanx.ledger.witness import WitnessError
 from phalanx.network.envelope import ENC_CHACHA, MAX_HEADER, EnvelopeError, Fork, Identity, Opened, open_envelope, seal
 
 ENDPOINTS = frozenset({"handshake", "update", "model", "checkpoint", "submit", "proposals", "seq", "catchup",
-                       "blob", "peers"})
+                       "blob", "peers", "committee", "promise"})
 log = logging.getLogger("phalanx.node")
 
 

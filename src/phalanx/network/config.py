@@ -179,7 +179,7 @@ class Genesis(Strict):
     protocol: Annotated[int, Field(ge=1, le=1000)] = PROTOCOL
     software: Annotated[str, Field(pattern=r"^\d{1,9}(\.\d{1,9}){0,3}$")] = Field(
         "0.1.0", description="the minimum software version from round 1")
-    mode: Literal["gossip", "star"] = "gossip"
+    mode: Literal["gossip", "star", "committee"] = "gossip"
     rounds: Annotated[int, Field(ge=0, le=10_000_000)] = Field(10, description="rounds to run (0: forever)")
     round_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
         20.0, description="a node waits at most this long for a round's messages")
@@ -271,6 +271,9 @@ class NodeConfig(Strict):
         None, description="tests only: claim this software version instead of the installed one")
     server_behaviour: Literal["honest", "split_view"] = Field(
         "honest", description="tests only, star server: split_view sends half the nodes another model")
+    committee_fault: Literal["none", "censor", "equivocate"] = Field(
+        "none", description="tests only, a committee validator as sequencer: censor drops one update it "
+                            "promised; equivocate signs two proposals and two checkpoints")
     admission_evidence: Annotated[str, Field(pattern=r"^[0-9a-f]{0,4096}$")] = Field(
         "", description="admission evidence (hex), for a node that joins after genesis")
     peers: list[Annotated[str, Field(max_length=300)]] = Field(

@@ -21,6 +21,11 @@ catchup        ``old`` (the size of the recipient's log the sender last witnesse
                note, index, record, proof, consistency``
 blob           ``hash`` -> ``data`` (a model the recipient's log names)
 peers          ``records`` (signed self-descriptions) -> ``records``
+committee      (committee) ``round, statements, notes, aggregate``: signed committee statements
+               (:mod:`phalanx.engine.committee.statements`), cosigned checkpoints of validators'
+               logs, and (to a node that is not a validator) the certified aggregate -> ``ok``
+promise        (committee) ``round, update`` (a commitment the sequencer received) -> ``statement``:
+               its signed inclusion promise
 =============  ===============================================================================
 """
 
@@ -54,6 +59,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "blob": {"hash": "b32"},
     "blob_reply": {"data": "bytes"},
     "peers": {"records": "list[bytes]"},
+    "committee": {"round": "int", "statements": "list[bytes]", "notes": "list[bytes]", "aggregate": "bytes"},
+    "promise": {"round": "int", "update": "b32"},
+    "promise_reply": {"statement": "bytes"},
 }
 
 

@@ -81,6 +81,12 @@ def plan(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str = 
 
     n, k = scenario.data.nodes, scenario.adversary.malicious
     bad = set(torch.randperm(n, generator=generator(scenario.seed, "malicious"))[:k].tolist())  # the range's choice
+    censor = None
+    if mode == "committee":  # the scenario's committee: its validators, and its censoring sequencer
+        validators = min(n, scenario.topology.validators)
+        censor = scenario.topology.censor
+        if censor is not None:
+            bad.add(censor)
     names = [f"node{i}" for i in range(n)] + (["server"] if mode == "star" else [])
     ports = free_ports(len(names))
     nodes_dir = out / "nodes"
@@ -108,7 +114,8 @@ def plan(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str = 
         config = NodeConfig(name=p.name, host=HOST, port=int(p.url.rsplit(":", 1)[1]),
                             genesis=str((out / GENESIS_FILE).resolve()), encryption=encryption,
                             keep_updates=keep_updates, software=software,
-                            attack=attack.as_dict() if (p.malicious and attack is not None) else None)
+                            attack=attack.as_dict() if (p.malicious and attack is not None) else None,
+                            committee_fault="censor" if censor is not None and p.shard == censor else "none")
         (p.folder / "node.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True),
                                                            sort_keys=False))
     return planned
@@ -384,6 +391,7 @@ def round_records(planned: list[Planned], mode: str) -> list[dict]:
 def audit_logs(planned: list[Planned]) -> list[dict]:
     """``phalanx audit`` on each node's log (structural checks and the engine's)."""
     from phalanx.engine.provenance.checks import EngineChecks
+    from phalanx.ledger import Ledger
     from phalanx.ledger.audit import audit
 
     out = []
@@ -393,7 +401,9 @@ def audit_logs(planned: list[Planned]) -> list[dict]:
             out.append({"node": p.name, "ok": False, "summary": "no ledger.db"})
             continue
         try:
-            report = audit(str(path), checks=EngineChecks().checks(), workers=1)
+            with Ledger.open(str(path), readonly=True) as opened:
+                origin = opened.origin
+            report = audit(str(path), checks=EngineChecks(origin).checks(), workers=1)
             out.append({"node": p.name, "ok": report.ok, "summary": report.summary(), "entries": report.entries,
                         "checkpoints": report.checkpoints})
         except Exception as e:  # a node's log the audit cannot open: say so, keep going
@@ -487,7 +497,7 @@ def up(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str, kee
                 progress(f"round {low}..{high} of {scenario.rounds} ({len(rounds)}/{len(planned)} nodes answering, "
                          f"{time.time() - t0:.0f} s)")
 
-        deadline = t0 + startup_s + scenario.rounds * timeout_s * (3 if mode == "star" else 2)
+        deadline = t0 + startup_s + scenario.rounds * timeout_s * {"star": 3, "committee": 4}.get(mode, 2)
         final = wait_done({p.name: p.url for p in planned}, scenario.rounds, deadline, report_progress,
                           exited=lambda name: procs[name].poll() is not None)
         for p in planned:
@@ -506,7 +516,7 @@ def up(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str, kee
         audits = audit_logs(planned)
         info = _run_summary(built, records)
         info.update({"topology": f"{mode} (real processes)", "events": built.events + _events(planned),
-                     "graph": None if mode == "star" else
+                     "graph": None if mode != "gossip" else
                      {"nodes": scenario.data.nodes,
                       "edges": [[i, j] for i in range(scenario.data.nodes) for j in range(i + 1, scenario.data.nodes)]},
                      "network": {"nodes": [{"name": p.name, "malicious": p.malicious, "role": p.role,

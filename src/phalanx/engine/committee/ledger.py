@@ -16,6 +16,13 @@ from phalanx.engine.committee.statements import Vote, quorum, value_of
 from phalanx.ledger import CommitteeEvidence, RoundCertificate
 
 
+def committee_origin(log_origin: str) -> str:
+    """The name a committee signs its statements for: the logs' common prefix and ``committee``
+    (``phalanx.net/<network>/<node>`` -> ``phalanx.net/<network>/committee``; a simulation's
+    ``phalanx.sim/<run>`` -> ``phalanx.sim/committee``), so an auditor derives it from the log."""
+    return log_origin.rsplit("/", 1)[0] + "/committee"
+
+
 def certificate_entry(cert: Certificate, keys: Sequence[VerifyKey]) -> RoundCertificate:
     votes = sorted(cert.votes, key=lambda v: v.signer)
     return RoundCertificate(round=cert.round, view=cert.view, batch=list(cert.batch), aggregate=cert.aggregate,

@@ -92,7 +92,8 @@ from phalanx.network.envelope import EnvelopeError, Fork, Identity, NonceWindow,
 from phalanx.network.messages import make, read
 from phalanx.network.peers import AllPeers, Peer, PeerTable, open_record, sign_record
 
-PROTOCOL_NAME = {"gossip": "phalanx-net-gossip/1", "star": "phalanx-net-star/1"}
+PROTOCOL_NAME = {"gossip": "phalanx-net-gossip/1", "star": "phalanx-net-star/1",
+                 "committee": "phalanx-net-committee/1"}
 SUBMITTABLE = {"governance_proposal", "governance_vote", "key_rotation", "key_revocation"}
 log = logging.getLogger("phalanx.node")
 
@@ -162,6 +163,11 @@ class Node:
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.metrics_file = self.folder / "metrics.jsonl"
         self.t_start = time.time()
+        self.committee = None
+        if self.mode == "committee":  # its round and handlers: phalanx.engine.node.committee
+            from phalanx.engine.node.committee import CommitteeDriver
+
+            self.committee = CommitteeDriver(self)
 
     # ================================================================== set-up
 
@@ -387,6 +393,8 @@ class Node:
             raise EnvelopeError(403, barred, sender)
         if self.mode == "star" and not self.is_server:
             raise EnvelopeError(421, "misdirected: in a star, updates go to the server", sender)
+        if self.committee is not None and self.committee.index is None:
+            raise EnvelopeError(421, "misdirected: in a committee, updates go to the validators", sender)
         with self.lock:
             if r <= max(self.round, self.closed):
                 raise EnvelopeError(409, f"round {r} is closed here (this node is at round {self.round})", sender)
@@ -409,6 +417,8 @@ class Node:
                                     sender) from None
             self.inbox.setdefault(r, {})[sender] = received
             self.cond.notify_all()
+        if self.committee is not None:
+            self.committee.received(r, received)
         return make("update_reply", ok=True, seq=received.entry.seq + 1, why="")
 
     def _check_update(self, msg: dict, sender: bytes, key: bytes) -> Received:
@@ -453,6 +463,17 @@ class Node:
         msg = read("checkpoint", m.body, 1 << 20)
         why = self._compare_server_note(msg["note"], m.sender)
         return make("ok_reply", ok=why is None, why=why or "")
+
+    # -- committee: statements, certified aggregates, inclusion promises --------------------
+    def _on_committee(self, m: Opened) -> bytes:
+        if self.committee is None:
+            raise EnvelopeError(421, f"misdirected: this network runs in {self.mode} mode", m.sender)
+        return self.committee.on_committee(m)
+
+    def _on_promise(self, m: Opened) -> bytes:
+        if self.committee is None:
+            raise EnvelopeError(421, f"misdirected: this network runs in {self.mode} mode", m.sender)
+        return self.committee.on_promise(m)
 
     # -- governance and keys ---------------------------------------------------------------
     def _on_submit(self, m: Opened) -> bytes:
@@ -547,6 +568,7 @@ class Node:
             "accuracy": last.get("accuracy"), "evidence": self.evidence_found[-20:],
             "refused": {k.removeprefix("refused_"): v for k, v in self.counters.items() if k.startswith("refused_")},
             "pid": __import__("os").getpid(),
+            **({"committee": self.committee.status()} if self.committee is not None else {}),
         }
 
     _last_metrics: dict = {}
@@ -660,6 +682,8 @@ class Node:
             t0 = time.time()
             if self.mode == "gossip":
                 info = self._gossip_round(r)
+            elif self.committee is not None:
+                info = self.committee.round(r)
             elif self.is_server:
                 info = self._star_server_round(r)
             else:

@@ -16,7 +16,11 @@ composed by the CLI"). :class:`EngineChecks` holds the state they need, in log o
   if the proposal names one);
   the model is what the log says the network held after that round (the star's global model,
   or the root over every node's model), and the checkpoint it names covers that round's
-  records and existed before the rollback.
+  records and existed before the rollback;
+- **committee**: every ``round_certificate`` carries q votes of distinct validators (the nodes
+  the log registered with the role ``validator``, by their current keys) on the hash of its
+  batch and aggregate, each vote re-checked for the committee's origin, which derives from the
+  log's (:func:`phalanx.engine.committee.ledger.check_certificate_entry`, ``committee_origin``).
 
 :meth:`EngineChecks.reverted` then lists which rounds each rollback reverted and why, for the
 audit's report.
@@ -38,7 +42,8 @@ def _span(rounds: list[int]) -> str:
 class EngineChecks:
     """Per-entry checks for :func:`phalanx.ledger.audit` (``checks=EngineChecks().checks()``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, origin: str | None = None) -> None:
+        self.origin = origin  # the log's origin (its committee's derives from it)
         self.index = LedgerIndex()
         self.quarantined: dict[bytes, int] = {}  # node -> the round from which it is quarantined
         self.votes: dict[int, tuple[bytes, str]] = {}  # vote index -> (voter, choice)
@@ -47,7 +52,7 @@ class EngineChecks:
         self.approved: list[dict] = []
 
     def checks(self) -> list[Callable[[int, Entry, LedgerState], str | None]]:
-        return [self.observe, self.not_quarantined, self.governance]
+        return [self.observe, self.not_quarantined, self.governance, self.committee]
 
     def observe(self, index: int, entry: Entry, state: LedgerState) -> None:
         """Index the entry (first, so the other checks see the entries before it)."""
@@ -112,6 +117,24 @@ class EngineChecks:
             self.activations[index] = body
         elif entry.type == "rollback":
             return self._rollback(index, body)
+        return None
+
+    # -- committee -------------------------------------------------------------------------
+    def committee(self, index: int, entry: Entry, state: LedgerState) -> str | None:
+        if entry.type != "round_certificate":
+            return None
+        from phalanx.core.keys import VerifyKey
+        from phalanx.engine.committee.ledger import check_certificate_entry, committee_origin
+
+        if self.origin is None:
+            return "round_certificate: the log's origin was not given, so its committee's is unknown"
+        keys = [VerifyKey(state.current[n]) for n in sorted(self._validators()) if n in state.current]
+        if not keys:
+            return f"round_certificate round {entry.body.round}: the log registered no validator"
+        try:
+            check_certificate_entry(entry.body, keys, committee_origin(self.origin))
+        except ValueError as e:
+            return str(e)
         return None
 
     def _rollback(self, index: int, body) -> str | None:
