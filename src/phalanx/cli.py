@@ -228,7 +228,8 @@ def audit(
     """Verify every signature, hash, proof and rule of a ledger; exit 1 with the first failure.
 
     The structural checks are the ledger's own; the engine adds its checks (no update from a
-    quarantined node, governance quorums, rollbacks naming the model the log held) and, with
+    quarantined node, governance quorums, rollbacks naming the model the log held, a committee's
+    round certificates and the aggregates they certify) and, with
     --replay, re-runs each round's aggregation and checks its result hash.
     """
     from phalanx.engine.provenance.checks import EngineChecks

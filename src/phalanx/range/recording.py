@@ -37,7 +37,8 @@ def attach(built, run_dir: Path) -> LedgerRecorder | None:
         origin=f"phalanx.sim/{slug(s.name)}", seed=s.seed,
         chain=[(p.name, p.params) for p in (*s.pre_aggregators, s.aggregator)],
         num_classes=built.dataset.num_classes, keep_updates=s.ledger.keep_updates,
-        validators=s.ledger.validators, checkpoint_every=s.ledger.checkpoint_every,
+        validators=s.topology.validators if s.topology.name == "committee" else s.ledger.validators,
+        checkpoint_every=s.ledger.checkpoint_every,
         rollback=None if rollback is None else RollbackPlan(rollback.at, rollback.to_round, rollback.reason),
         model=s.model.name)
     recorder = LedgerRecorder(built.simulation, run_dir, config)

@@ -296,7 +296,7 @@ class LedgerSpec(Strict):
     keep_updates: bool = Field(
         True, description="Keep the bytes and salts behind every commitment in OUT/<run>/ledger-private, so the audit can replay each aggregate; off: hashes only.")
     validators: Annotated[int, Field(ge=1, le=100)] = Field(
-        4, description="Validators who cosign checkpoints and vote: 3f + 1 of them, 2f + 1 make a checkpoint final.")
+        4, description="Validators who cosign checkpoints and vote: 3f + 1 of them, 2f + 1 make a checkpoint final (a committee topology's validators take their place).")
     checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = Field(
         1, description="Checkpoint every k rounds (and at the end).")
     rollback: RollbackSpec | None = Field(

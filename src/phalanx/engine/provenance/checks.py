@@ -17,6 +17,14 @@ composed by the CLI"). :class:`EngineChecks` holds the state they need, in log o
   the model is what the log says the network held after that round (the star's global model,
   or the root over every node's model), and the checkpoint it names covers that round's
   records and existed before the rollback.
+- **committee**: in a committee run (its starting record names the committee's origin, param
+  ``committee``), every ``round_certificate`` is re-checked against the registered validators'
+  keys (:func:`phalanx.engine.committee.ledger.check_certificate_entry`: the value is the hash of
+  the batch and the aggregate, every vote verifies, q = floor(2n/3) + 1 distinct voters) and its
+  batch names the round's logged update commitments; one round has one certified value; and
+  every aggregate record needs its round's certificate: it cites it, its inputs are the
+  certified batch in order, and the aggregate it applied is the certified one. A committee's
+  evidence must name a validator.
 
 :meth:`EngineChecks.reverted` then lists which rounds each rollback reverted and why, for the
 audit's report.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from phalanx.core.keys import VerifyKey
 from phalanx.core.merkle import leaf_hashes, root_of
 from phalanx.ledger import Entry, LedgerState
 from phalanx.ledger.trace import LedgerIndex
@@ -45,9 +54,10 @@ class EngineChecks:
         self.proposals: dict[int, object] = {}
         self.activations: dict[int, object] = {}
         self.approved: list[dict] = []
+        self.certificates: dict[int, tuple[int, object]] = {}  # round -> (entry index, certificate)
 
     def checks(self) -> list[Callable[[int, Entry, LedgerState], str | None]]:
-        return [self.observe, self.not_quarantined, self.governance]
+        return [self.observe, self.not_quarantined, self.governance, self.committee]
 
     def observe(self, index: int, entry: Entry, state: LedgerState) -> None:
         """Index the entry (first, so the other checks see the entries before it)."""
@@ -112,6 +122,63 @@ class EngineChecks:
             self.activations[index] = body
         elif entry.type == "rollback":
             return self._rollback(index, body)
+        return None
+
+    # -- committee ------------------------------------------------------------------------
+    def _committee_origin(self) -> str | None:
+        genesis = self.index.genesis
+        return None if genesis is None else genesis.body.params.get("committee")
+
+    def _validator_keys(self) -> list[VerifyKey]:
+        return [VerifyKey(raw) for raw, node in self.index.keys.items()
+                if "validator" in self.index.roles.get(node, ())]
+
+    def committee(self, index: int, entry: Entry, state: LedgerState) -> str | None:
+        from phalanx.engine.committee.ledger import check_certificate_entry
+
+        body, origin = entry.body, self._committee_origin()
+        if entry.type == "round_certificate":
+            if origin is None:
+                return (f"round_certificate of round {body.round} in a run whose starting record names "
+                        "no committee")
+            try:
+                check_certificate_entry(body, self._validator_keys(), origin)
+            except ValueError as e:
+                return str(e)
+            logged = {c.body.update for c in self.index.commitments.values() if c.body.round == body.round}
+            missing = [u for u in body.batch if u not in logged]
+            if missing:
+                return (f"round_certificate round {body.round}: its batch names {missing[0].hex()[:16]}..., "
+                        "no update commitment of that round")
+            earlier = self.certificates.setdefault(body.round, (index, body))[1]
+            if earlier.value != body.value:
+                return (f"round_certificate round {body.round}: a second certified value (entry "
+                        f"{self.certificates[body.round][0]} certified another)")
+        elif entry.type == "committee_evidence":
+            if body.node is not None and body.node not in {k.node_id for k in self._validator_keys()}:
+                return (f"committee_evidence ({body.kind}) names node {body.node.hex()[:16]}..., "
+                        "not a validator")
+        elif entry.type == "aggregate_record" and origin is not None and body.rule != "initial":
+            return self._certified(body)
+        return None
+
+    def _certified(self, body) -> str | None:
+        """A committee run's aggregate is the one its round's certificate signed."""
+        r = body.round
+        if r not in self.certificates:
+            return (f"aggregate record of round {r}: a committee run's aggregate needs a certificate, "
+                    f"round {r} has none")
+        at, cert = self.certificates[r]
+        if body.params.get("certificate") != at:
+            cited = body.params.get("certificate")
+            return f"aggregate record of round {r} cites certificate entry {cited}, round {r}'s is entry {at}"
+        inputs = [self.index.commitments.get(x.entry) for x in body.inputs]
+        if [c.body.update if c is not None else None for c in inputs] != list(cert.batch):
+            return f"aggregate record of round {r}: its inputs are not the certified batch, in its order"
+        recorded = body.params.get("aggregate")
+        if recorded != cert.aggregate.hex():
+            return (f"aggregate record of round {r}: it applied aggregate {str(recorded)[:16]}..., the "
+                    f"certificate signed {cert.aggregate.hex()[:16]}...")
         return None
 
     def _rollback(self, index: int, body) -> str | None:
