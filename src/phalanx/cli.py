@@ -136,10 +136,19 @@ def eclipse(
     rounds: int = typer.Option(30, help="Rounds of sampling."),
     seeds: int = typer.Option(3, help="Seeds 0..N-1 averaged."),
 ) -> None:
-    """The eclipse attack: the attacker's share of a victim's view per sampler, forks accepted, stalls noticed."""
-    from phalanx.range.eclipse import EclipseConfig, markdown, run as run_eclipse, write
+    """The eclipse attack: the attacker's share of a victim's view per sampler, forks accepted, stalls noticed.
+    The same study runs in the range: src/phalanx/range/studies/eclipse.yaml."""
+    import pydantic
 
-    result = run_eclipse(EclipseConfig(rounds=rounds, seeds=tuple(range(seeds))))
+    from phalanx.network.config import one_line
+    from phalanx.range.eclipse import EclipseConfig, markdown, run as run_eclipse, write
+    from phalanx.range.scenario import EclipseSpec
+
+    try:
+        spec = EclipseSpec(rounds=rounds, seeds=list(range(seeds)))
+    except pydantic.ValidationError as e:
+        raise _fail(f"error: {one_line(e, 'eclipse')}", 2) from None
+    result = run_eclipse(EclipseConfig.of(spec))
     write(result, out)
     typer.echo(markdown(result) + f"written: {out}/eclipse.md, eclipse.json, eclipse.png")
 
