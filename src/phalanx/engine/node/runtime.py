@@ -875,6 +875,7 @@ class Node:
                 bodies[p.node] = self._commit(r, base, messages[p.node])
         t_send = time.time()
         sent = list(self.pool.map(lambda p: self._send_update(p, r, messages[p.node], *bodies[p.node]), peers))
+        expected = self._exchanging(r, peers, sent, expected)
         t_wait = time.time()
         got = self._wait(r, expected, deadline)
         t_agg = time.time()
@@ -883,6 +884,18 @@ class Node:
         return {"sent": sum(sent), "received": len(got), **record_info,
                 "train_commit_s": round(t_send - t0, 4), "send_s": round(t_wait - t_send, 4),
                 "wait_s": round(t_agg - t_wait, 4), "aggregate_log_s": round(time.time() - t_agg, 4)}
+
+    def _exchanging(self, r: int, peers: list[Peer], sent: list[bool], expected: set[bytes]) -> set[bytes]:
+        """Whom round r waits for. Every live peer sends to every other (AllPeers): ``expected``. A
+        sampled view: the view's peers that took this node's update, since each answers it (from
+        its view or :meth:`_answer`), even one that sent this node nothing before (so the lag filter
+        of :meth:`_wait`, for peers that stopped sending, is not applied to it this round)."""
+        if isinstance(self.sampler, AllPeers):
+            return expected
+        for p, ok in zip(peers, sent):
+            if ok:
+                p.round = max(p.round, r - 1)
+        return {p.node for p, ok in zip(peers, sent) if ok}
 
     def _open_replies(self, r: int, peers: list[Peer], send) -> None:
         """Round r's update goes to ``peers``; from now on also to whoever sends this node theirs."""
