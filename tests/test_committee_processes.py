@@ -210,10 +210,14 @@ def test_an_equivocating_sequencer_gets_at_most_one_of_its_pairs_final_and_the_p
         assert a.statement.value != b.statement.value and a.signer == b.signer == 1
         for s in (a, b):
             keys[1].verify(s.signature, s.statement.message(origin))
-        # at most one of them was certified (here neither: the view stalled, the next sequencer's won)
-        assert sum(certs[n][1] == s.statement.value for s in (a, b)) <= 1
+        # at most one of them was certified. Which, if any, depends on timing: a relayed copy that
+        # reaches a third validator first gives one half its q echoes, and a value prepared in view
+        # 0 is certified there or re-proposed by the next view's sequencer (PBFT's view change)
+        won = [s for s in (a, b) if certs[n][1] == s.statement.value]
+        assert len(won) <= 1
     first = metrics(net, "node0")[0]
-    assert first["round"] == 1 and first["sequencer"] != "node1" and first["view"] >= 1
+    if not won:  # neither half: view 0 stalled, and a later view's sequencer proposed anew
+        assert first["round"] == 1 and first["sequencer"] != "node1" and first["view"] >= 1
     # its two checkpoints of one size: kept by every honest validator, at most one final
     others = {genesis.witness_name(bytes.fromhex(m.node)): genesis.witness_verifier(m)
               for m in genesis.members if m is not culprit}

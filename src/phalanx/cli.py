@@ -136,10 +136,19 @@ def eclipse(
     rounds: int = typer.Option(30, help="Rounds of sampling."),
     seeds: int = typer.Option(3, help="Seeds 0..N-1 averaged."),
 ) -> None:
-    """The eclipse attack: the attacker's share of a victim's view per sampler, forks accepted, stalls noticed."""
-    from phalanx.range.eclipse import EclipseConfig, markdown, run as run_eclipse, write
+    """The eclipse attack: the attacker's share of a victim's view per sampler, forks accepted, stalls noticed.
+    The same study runs in the range: src/phalanx/range/studies/eclipse.yaml."""
+    import pydantic
 
-    result = run_eclipse(EclipseConfig(rounds=rounds, seeds=tuple(range(seeds))))
+    from phalanx.network.config import one_line
+    from phalanx.range.eclipse import EclipseConfig, markdown, run as run_eclipse, write
+    from phalanx.range.scenario import EclipseSpec
+
+    try:
+        spec = EclipseSpec(rounds=rounds, seeds=list(range(seeds)))
+    except pydantic.ValidationError as e:
+        raise _fail(f"error: {one_line(e, 'eclipse')}", 2) from None
+    result = run_eclipse(EclipseConfig.of(spec))
     write(result, out)
     typer.echo(markdown(result) + f"written: {out}/eclipse.md, eclipse.json, eclipse.png")
 
@@ -228,7 +237,8 @@ def audit(
     """Verify every signature, hash, proof and rule of a ledger; exit 1 with the first failure.
 
     The structural checks are the ledger's own; the engine adds its checks (no update from a
-    quarantined node, governance quorums, rollbacks naming the model the log held) and, with
+    quarantined node, governance quorums, rollbacks naming the model the log held, a committee's
+    round certificates and the aggregates they certify) and, with
     --replay, re-runs each round's aggregation and checks its result hash.
     """
     from phalanx.engine.provenance.checks import EngineChecks
@@ -470,6 +480,21 @@ def node_start(folder: Annotated[Path, typer.Argument(help="The node's folder (p
     raise typer.Exit(code)
 
 
+def _sampling(sampler: str, view: Optional[int], mode: str) -> dict | None:
+    """``phalanx up``'s --sampler and --view as a node's ``sampling`` config, or a one-line error."""
+    from phalanx.network.sampling import SAMPLERS
+
+    if sampler == "all":
+        if view is not None:
+            raise _fail("error: --view needs --sampler (basalt, brahms or push_pull)", 2)
+        return None
+    if sampler not in SAMPLERS:
+        raise _fail(f"error: --sampler {sampler!r}: all, {', '.join(sorted(SAMPLERS))}", 2)
+    if mode != "gossip":
+        raise _fail(f"error: --sampler {sampler}: peer sampling is for gossip, not --mode {mode}", 2)
+    return {"name": sampler, "view": 8 if view is None else view}
+
+
 @app.command()
 def up(
     nodes: Annotated[int, typer.Option(min=2, max=64, help="Node processes that train.")] = 8,
@@ -487,6 +512,10 @@ def up(
     encryption: Annotated[str, typer.Option(help="on, off, or auto (encrypt off loopback).")] = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: nodes, metrics, summary, report.")] = Path("out/network"),
     keep: Annotated[bool, typer.Option(help="Leave the nodes running afterwards (phalanx down stops them).")] = False,
+    sampler: Annotated[str, typer.Option(help="Gossip: all (every live peer), or a peer sampler: basalt, brahms, "
+                                         "push_pull.")] = "all",
+    view: Annotated[Optional[int], typer.Option(min=1, max=1000, help="Slots in each node's view (with --sampler; "
+                                                "default 8).")] = None,
 ) -> None:
     """Start a local network of node processes on loopback, let it run, and write the same metrics,
     summary and report as a simulated run; every node's log is audited. Ctrl-C stops every node."""
@@ -498,6 +527,7 @@ def up(
         raise _fail(f"error: --mode {mode!r}: gossip, committee or star", 2)
     if encryption not in ("on", "off", "auto"):
         raise _fail(f"error: --encryption {encryption!r}: on, off or auto", 2)
+    sampling = _sampling(sampler, view, mode)
     overrides = parse_set(set_ or [])
     overrides.setdefault("data", {})["nodes"] = nodes
     overrides.setdefault("adversary", {})["malicious"] = malicious
@@ -517,7 +547,7 @@ def up(
         if malicious and runs[0].adversary.update_attack is None:
             raise ScenarioError("--malicious needs --attack (or adversary.update_attack in the task)")
         summary = run_up(runs[0], out, mode=mode, timeout_s=timeout, encryption=encryption, keep=keep,
-                         progress=lambda line: err.print(line, markup=False))
+                         progress=lambda line: err.print(line, markup=False), sampling=sampling)
     except (ScenarioError, ConfigError) as e:
         raise _fail(f"error: {e}", 2) from None
     except KeyboardInterrupt:

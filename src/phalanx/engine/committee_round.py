@@ -13,11 +13,17 @@ nothing; Byzantine ones stay silent, sign a wrong hash, or double-sign; a censor
 drops an update it promised, which the :class:`~.committee.PromiseBook` proves once the
 deadline's rounds are certified, and the committee rotates it out of the schedule. Keys derive
 from the scenario seed (a simulation only: anyone with the seed can sign as any validator).
+
+A run that writes its ledger binds the committee to it (:meth:`~CommitteeRound.bind`): the validators
+sign with the keys the log registers, under the log's origin, and each update in a batch is
+named by its update commitment, so the logged certificate re-checks against the log alone
+(:mod:`phalanx.engine.provenance.recorder`, :mod:`phalanx.engine.provenance.checks`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -42,15 +48,25 @@ class CommitteeRound:
     def __init__(self, topology, chain, seed: int):
         self.t, self.chain = topology, chain
         n = topology.validators
-        self.keys = [SigningKey.derive(f"committee/{seed}", j) for j in range(n)]
-        self.public = [k.public for k in self.keys]
         self.crashed = set(range(topology.crashed))
         self.byzantine = set(range(topology.crashed, topology.crashed + topology.byzantine))
         self.eligible = list(range(n))
-        self.book = PromiseBook(self.public, ORIGIN)
         self.certificates: dict = {}
         self.evidence: list = []
         self.rotated_out: list[int] = []
+        self.bind([SigningKey.derive(f"committee/{seed}", j) for j in range(n)], ORIGIN)
+
+    def bind(self, keys: Sequence[SigningKey], origin: str,
+             commitment: Callable[[int, int], bytes] | None = None) -> None:
+        """Sign with ``keys`` (one per validator) under ``origin``, and name node ``s``'s update of
+        round ``r`` by ``commitment(r, s)`` (default: a hash of the pair). Before the first round."""
+        if len(keys) != self.t.validators:
+            raise ValueError(f"committee: {len(keys)} keys for {self.t.validators} validators")
+        if self.certificates:
+            raise ValueError("committee: bind before the first round")
+        self.keys, self.origin, self.commitment = list(keys), origin, commitment
+        self.public = [k.public for k in self.keys]
+        self.book = PromiseBook(self.public, origin)
 
     def _recompute(self, j: int, rc: Recomputer):
         if j in self.byzantine and self.t.behaviour == "wrong_hash":
@@ -63,10 +79,11 @@ class CommitteeRound:
         seeded with ``seed``: the aggregate (None without a certificate), the round's metrics, and
         which rows the certified batch included."""
         n = self.t.validators
-        ids = [hashlib.sha256(f"round {r} node {int(s)}".encode()).digest() for s in senders]
+        name = self.commitment or (lambda r, s: hashlib.sha256(f"round {r} node {s}".encode()).digest())
+        ids = [name(r, int(s)) for s in senders]
         rc = Recomputer(dict(zip(ids, updates.detach().cpu())), self.chain, f, seed)
         down = self.crashed | (self.byzantine if self.t.behaviour == "silent" else set())
-        vals = [Validator(j, self.keys[j], self.public, ORIGIN, r, self._recompute(j, rc), self.eligible)
+        vals = [Validator(j, self.keys[j], self.public, self.origin, r, self._recompute(j, rc), self.eligible)
                 for j in range(n)]
         censored = 0
         cert, view = None, 0
@@ -76,7 +93,7 @@ class CommitteeRound:
                 if seq not in down:
                     batch = ids
                     for u in ids:  # the sequencer promises every valid update it received
-                        self.book.hold(promise(self.keys[seq], seq, ORIGIN, r, u, self.t.merge_delay))
+                        self.book.hold(promise(self.keys[seq], seq, self.origin, r, u, self.t.merge_delay))
                     if seq == self.t.censor and len(ids) > 1:
                         batch, censored = ids[1:], 1  # ... and drops the first
                     self._bus(vals, vals[seq].propose(batch), down)
@@ -95,8 +112,12 @@ class CommitteeRound:
         self.certificates[r] = cert
         self.book.certified(cert)
         found = [e for v in vals if v.index not in down for e in v.evidence] + self.book.missed()
-        fresh = {(e.kind, e.culprit) for e in found} - {(e.kind, e.culprit, ) for e in self.evidence}
-        self.evidence += [e for e in found if (e.kind, e.culprit) in fresh]
+        known = {(e.kind, e.culprit) for e in self.evidence}
+        fresh = {}
+        for e in found:  # several validators may hold the same offence: keep it once
+            if (e.kind, e.culprit) not in known:
+                fresh.setdefault((e.kind, e.culprit), e)
+        self.evidence += list(fresh.values())
         for e in found:
             if e.kind == "missed_promise" and e.culprit in self.eligible and len(self.eligible) > 1:
                 self.eligible.remove(e.culprit)
@@ -121,7 +142,8 @@ class CommitteeRound:
         out = []
         for j in sorted(self.byzantine):
             for view in {s.statement.view for s in outgoing}:
-                out += [sign(Echo(r, view, wrong), self.keys[j], j, ORIGIN), sign(Vote(r, view, wrong), self.keys[j], j, ORIGIN)]
+                out += [sign(Echo(r, view, wrong), self.keys[j], j, self.origin),
+                        sign(Vote(r, view, wrong), self.keys[j], j, self.origin)]
         return out
 
     def summary(self) -> dict:

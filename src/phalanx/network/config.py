@@ -251,6 +251,14 @@ def is_loopback(url: str) -> bool:
     return host == "localhost" or bool(re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host)) or host == "::1"
 
 
+class SamplingSpec(Strict):
+    """Which peers a gossip round talks to (:mod:`phalanx.network.view`)."""
+
+    name: Literal["basalt", "brahms", "push_pull"] = Field(
+        "basalt", description="the peer sampler (phalanx.network.sampling.SAMPLERS)")
+    view: Annotated[int, Field(ge=1, le=1000)] = Field(8, description="slots in the view: at most this many peers per round")
+
+
 class NodeConfig(Strict):
     """``DIR/node.yaml``."""
 
@@ -278,6 +286,8 @@ class NodeConfig(Strict):
         "", description="admission evidence (hex), for a node that joins after genesis")
     peers: list[Annotated[str, Field(max_length=300)]] = Field(
         [], description="extra bootstrap peers, each url#node#xk (hex), for a node not in the genesis")
+    sampling: SamplingSpec | None = Field(
+        None, description="gossip: talk to a sampled view, e.g. {name: basalt, view: 4} (null: every live peer)")
 
     @field_validator("url")
     @classmethod

@@ -8,8 +8,9 @@ admission, and only a node registered in this node's log takes part in its round
 
 Liveness is what this node saw: a failed send marks a peer down (it is not waited for in the next
 round), and any message from it marks it up again. Which peers to sample is
-:class:`PeerSampler`'s business; :class:`AllPeers` takes every live one, the seam where
-eclipse-resistant sampling (Basalt, Brahms, scores after gossipsub v1.1) plugs in.
+:class:`PeerSampler`'s business; :class:`AllPeers` takes every live one, and
+:class:`~.view.SampledPeers` a view drawn by Basalt, Brahms or push-pull, with scores after
+gossipsub v1.1 (``node.yaml``'s ``sampling``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Peer:
     refusal_status: int = 0
     seq: int | None = None  # our next sequence number in its log
     round: int = 0  # the latest round it sent this node an update for (the round it is working on)
+    record: bytes | None = None  # its signed peer record, as peer exchange brought it (passed on)
 
 
 @dataclass
@@ -85,12 +87,33 @@ class PeerTable:
 class PeerSampler(Protocol):
     def sample(self, table: PeerTable, round_: int) -> list[Peer]: ...
 
+    def heard(self, peer: Peer) -> None: ...  # it pushed this node an update or its record
+
+    def delivered(self, peer: Peer) -> None: ...  # its message was valid and new
+
+    def invalid(self, peer: Peer) -> None: ...  # its message was refused as invalid
+
+    def describe(self, table: PeerTable) -> dict: ...
+
 
 class AllPeers:
-    """Every registered peer that seems up (complete graph): the seam for Basalt or Brahms."""
+    """Every registered peer that seems up (complete graph); :class:`~.view.SampledPeers` is the
+    eclipse-resistant alternative (Basalt, Brahms, with peer scores)."""
 
     def sample(self, table: PeerTable, round_: int) -> list[Peer]:
         return [p for p in table.all() if p.registered and p.up]
+
+    def heard(self, peer: Peer) -> None:
+        pass
+
+    def delivered(self, peer: Peer) -> None:
+        pass
+
+    def invalid(self, peer: Peer) -> None:
+        pass
+
+    def describe(self, table: PeerTable) -> dict:
+        return {"sampler": "all"}
 
 
 def sign_record(key: SigningKey, node: bytes, xk: bytes, url: str, software: str, roles: list[str]) -> bytes:

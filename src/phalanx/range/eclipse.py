@@ -14,6 +14,8 @@ in a split view, cosigned by the f Byzantine witnesses), attackers first. Two ga
 checkpoint the log signed; the defended one needs the witness quorum and reports a stall after
 ``stall_after`` rounds without a new final checkpoint.
 
+It runs as a range study (``studies/eclipse.yaml``: a scenario's ``eclipse`` section, run after
+the scenario's rounds, its table and view-share curve in the report) and as ``phalanx eclipse``.
 Measured per sampler, averaged over seeds: the attacker's share of the victim's view over time,
 the rounds at which the view was wholly the attacker's, forks each gate accepted, and how many
 rounds after the view was wholly taken the defended gate noticed the stall.
@@ -49,6 +51,12 @@ class EclipseConfig:
     witnesses: int = 4
     stall_after: int = 3
     samplers: tuple[str, ...] = ("push_pull", "brahms", "basalt")
+
+    @classmethod
+    def of(cls, spec) -> EclipseConfig:
+        """From a scenario's validated ``eclipse`` section (:class:`phalanx.range.scenario.EclipseSpec`)."""
+        fields = spec.model_dump()
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def addresses(cfg: EclipseConfig, rng: np.random.Generator) -> np.ndarray:
@@ -123,7 +131,8 @@ def run(cfg: EclipseConfig) -> dict:
         share = np.mean([r["share"] for r in rs], axis=0)
         taken = [r["taken_at"] for r in rs if r["taken_at"] is not None]
         noticed = [r["stall_noticed"] for r in rs if r["stall_noticed"] is not None]
-        table.append({"sampler": s, "share_r5": float(share[4]), "share_r15": float(share[14]),
+        at = lambda r: float(share[r - 1]) if len(share) >= r else None  # noqa: E731
+        table.append({"sampler": s, "share_r5": at(5), "share_r15": at(15),
                       "share_final": float(share[-1]), "eclipsed_runs": f"{len(taken)}/{len(rs)}",
                       "naive_forks": float(np.mean([r["naive_forks"] for r in rs])),
                       "guarded_forks": float(np.mean([r["guarded_forks"] for r in rs])),
@@ -144,7 +153,8 @@ def markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for row in result["table"]:
         stall = "-" if row["stall_noticed_after"] is None else f"{row['stall_noticed_after']:.1f}"
-        lines.append(f"| {row['sampler']} | {row['share_r5']:.2f} | {row['share_r15']:.2f} | {row['share_final']:.2f} "
+        r5, r15 = ("-" if row[k] is None else f"{row[k]:.2f}" for k in ("share_r5", "share_r15"))
+        lines.append(f"| {row['sampler']} | {r5} | {r15} | {row['share_final']:.2f} "
                      f"| {row['eclipsed_runs']} | {row['naive_forks']:.1f} | {row['guarded_forks']:.1f} | {stall} |")
     return "\n".join(lines) + "\n"
 

@@ -72,8 +72,10 @@ def free_ports(n: int) -> list[int]:
 
 
 def plan(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str = "off",
-         validators: int = 4, keep_updates: bool = True, software: str | None = None) -> list[Planned]:
-    """Write every node's folder and the genesis; return the plan (nothing is started)."""
+         validators: int = 4, keep_updates: bool = True, software: str | None = None,
+         sampling: dict | None = None) -> list[Planned]:
+    """Write every node's folder and the genesis; return the plan (nothing is started).
+    ``sampling`` (gossip): every node's peer sampler, e.g. ``{"name": "basalt", "view": 4}``."""
     import torch
 
     from phalanx.core.seeding import generator
@@ -113,7 +115,7 @@ def plan(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str = 
     for p in planned:
         config = NodeConfig(name=p.name, host=HOST, port=int(p.url.rsplit(":", 1)[1]),
                             genesis=str((out / GENESIS_FILE).resolve()), encryption=encryption,
-                            keep_updates=keep_updates, software=software,
+                            keep_updates=keep_updates, software=software, sampling=sampling,
                             attack=attack.as_dict() if (p.malicious and attack is not None) else None,
                             committee_fault="censor" if censor is not None and p.shard == censor else "none")
         (p.folder / "node.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True),
@@ -450,7 +452,8 @@ def _ledger_summary(p: Planned, out: Path) -> dict | None:
 
 
 def up(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str, keep: bool = False,
-       progress: Callable[[str], None] = print, startup_s: float = 120.0, software: str | None = None) -> dict:
+       progress: Callable[[str], None] = print, startup_s: float = 120.0, software: str | None = None,
+       sampling: dict | None = None) -> dict:
     """Start the network, wait for its rounds, write metrics, summary, report; stop it (unless ``keep``)."""
     from phalanx.range.report import write_report
     from phalanx.range.runner import _run_summary, build, manifest
@@ -458,7 +461,8 @@ def up(scenario, out: Path, *, mode: str, timeout_s: float, encryption: str, kee
 
     out.mkdir(parents=True, exist_ok=True)
     built = build(scenario)  # the task must build here before any node tries
-    planned = plan(scenario, out, mode=mode, timeout_s=timeout_s, encryption=encryption, software=software)
+    planned = plan(scenario, out, mode=mode, timeout_s=timeout_s, encryption=encryption, software=software,
+                   sampling=sampling)
     procs: dict[str, subprocess.Popen] = {}
     run = slug(scenario.name)
     t0 = time.time()

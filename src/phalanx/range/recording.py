@@ -67,7 +67,8 @@ def _config(built, origin: str, model: str) -> RecorderConfig:
     return RecorderConfig(
         origin=origin, seed=s.seed, chain=[(p.name, p.params) for p in (*s.pre_aggregators, s.aggregator)],
         num_classes=built.dataset.num_classes, keep_updates=s.ledger.keep_updates,
-        validators=s.ledger.validators, checkpoint_every=s.ledger.checkpoint_every,
+        validators=s.topology.validators if s.topology.name == "committee" else s.ledger.validators,
+        checkpoint_every=s.ledger.checkpoint_every,
         rollback=None if rollback is None else RollbackPlan(rollback.at, rollback.to_round, rollback.reason),
         model=model)
 

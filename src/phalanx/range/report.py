@@ -164,6 +164,8 @@ def render_report(summary: Mapping[str, Any], records: Mapping[str, Sequence[Map
         graphs=[p for p in (graph_plot(run) for run in runs) if p is not None],
         leakage=leakage_rows(runs),
         leakage_plot=leakage_plot(runs),
+        eclipse=eclipse_rows(runs),
+        eclipse_plots=[p for p in (eclipse_plot(run) for run in runs) if p is not None],
         ledgers=ledger_rows(runs),
         provenance=[p for p in (provenance_plot(run) for run in runs) if p is not None],
         defenses=defense_rows(runs),
@@ -333,6 +335,45 @@ def leakage_plot(runs: Sequence[Run]) -> Plot | None:
         ax.legend(fontsize=7, frameon=False)
         fig.subplots_adjust(left=0.72 / 5.4, right=0.97, bottom=0.5 / 3.3, top=1 - 0.33 / 3.3)
         return Plot(title="leakage", uri=png_uri(fig), alt="membership AUC against epsilon per run")
+
+
+def eclipse_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
+    """One row per (run, sampler) of the eclipse attack (:mod:`phalanx.range.eclipse`), formatted."""
+    rows = []
+    for run in runs:
+        ecl = run.info.get("eclipse")
+        if not isinstance(ecl, Mapping):
+            continue
+        for row in ecl.get("table") or []:
+            stall = row.get("stall_noticed_after")
+            rows.append({"name": run.name, "color": run.color, "sampler": str(row.get("sampler")),
+                         "r5": _fmt(row.get("share_r5")), "r15": _fmt(row.get("share_r15")),
+                         "final": _fmt(row.get("share_final")), "eclipsed": str(row.get("eclipsed_runs")),
+                         "naive": _fmt(row.get("naive_forks"), ".1f"), "guarded": _fmt(row.get("guarded_forks"), ".1f"),
+                         "stall": "—" if stall is None else _fmt(stall, ".1f")})
+    return rows
+
+
+def eclipse_plot(run: Run) -> Plot | None:
+    """The attacker's share of the victim's view over the rounds, one curve per sampler."""
+    ecl = run.info.get("eclipse")
+    table = ecl.get("table") if isinstance(ecl, Mapping) else None
+    if not table:
+        return None
+    with _figure(5.4, 3.1) as fig:
+        ax = fig.add_subplot()
+        for row in table:
+            curve = [number(v) for v in row.get("share_curve") or []]
+            ax.plot(range(1, len(curve) + 1), [float("nan") if v is None else v for v in curve],
+                    label=mpl_text(str(row.get("sampler"))), linewidth=1.4)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{mpl_text(run.name)}: attacker share of the victim's view", fontsize=10)
+        ax.set_xlabel("round")
+        ax.set_ylabel("attacker share")
+        ax.legend(fontsize=7, frameon=False)
+        fig.subplots_adjust(left=0.72 / 5.4, right=0.97, bottom=0.5 / 3.1, top=1 - 0.33 / 3.1)
+        return Plot(title=f"eclipse: {run.name}", uri=png_uri(fig),
+                    alt="attacker share of the victim's view per round, per sampler")
 
 
 def ledger_rows(runs: Sequence[Run]) -> list[dict[str, str]]:

@@ -461,6 +461,10 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
                 from phalanx.range.leakage import evaluate
 
                 summary["runs"][-1]["leakage"] = evaluate(b, s.leakage)
+            if s.eclipse is not None:
+                from phalanx.range.eclipse import EclipseConfig, run as run_eclipse
+
+                summary["runs"][-1]["eclipse"] = run_eclipse(EclipseConfig.of(s.eclipse))
             if s.diversity is not None:
                 from phalanx.range.diversity import transfer_table
 

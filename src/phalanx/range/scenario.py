@@ -272,6 +272,23 @@ class LeakageSpec(Strict):
         100, description="Optimiser iterations per sample (L-BFGS for DLG, Adam for inverting gradients).")
 
 
+class EclipseSpec(Strict):
+    """The eclipse attack on one victim's view, per sampler (:mod:`phalanx.range.eclipse`)."""
+
+    honest: Annotated[int, Field(ge=1, le=249)] = Field(200, description="Honest peers, one /16 of 127.0.0.0/8 each.")
+    sybils: Annotated[int, Field(ge=1, le=1_000_000)] = Field(2000, description="The attacker's addresses.")
+    attacker_prefixes: Annotated[int, Field(ge=1, le=100)] = Field(2, description="The /16 prefixes they lie in.")
+    view: Annotated[int, Field(ge=1, le=1000)] = Field(16, description="Slots in the victim's view (at most the honest peers: it starts among them).")
+    pushes: Annotated[int, Field(ge=0, le=100_000)] = Field(16, description="Attacker addresses pushed to the victim each round.")
+    rounds: Annotated[int, Field(ge=1, le=10_000)] = Field(30, description="Rounds of view updates and checkpoint offers.")
+    seeds: Annotated[list[Annotated[int, Field(ge=0, lt=1 << 32)]], Field(min_length=1, max_length=100)] = Field(
+        [0, 1, 2], description="Seeds averaged over.")
+    witnesses: Annotated[int, Field(ge=1, le=100)] = Field(4, description="The log's witnesses; the attacker holds f = (n - 1) // 3 of them.")
+    stall_after: Annotated[int, Field(ge=1, le=1000)] = Field(3, description="Rounds without a new final checkpoint before the defended victim reports a stall.")
+    samplers: Annotated[list[Literal["push_pull", "brahms", "basalt"]], Field(min_length=1, max_length=3)] = Field(
+        ["push_pull", "brahms", "basalt"], description="Victim samplers compared (phalanx.network.sampling).")
+
+
 def _printable(value: str) -> str:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ValueError("control characters are not allowed")
@@ -298,7 +315,7 @@ class LedgerSpec(Strict):
     keep_updates: bool = Field(
         True, description="Keep the bytes and salts behind every commitment in OUT/<run>/ledger-private, so the audit can replay each aggregate; off: hashes only.")
     validators: Annotated[int, Field(ge=1, le=100)] = Field(
-        4, description="Validators who cosign checkpoints and vote: 3f + 1 of them, 2f + 1 make a checkpoint final.")
+        4, description="Validators who cosign checkpoints and vote: 3f + 1 of them, 2f + 1 make a checkpoint final (a committee topology's validators take their place).")
     checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = Field(
         1, description="Checkpoint every k rounds (and at the end).")
     rollback: RollbackSpec | None = Field(
@@ -412,6 +429,8 @@ class Scenario(Strict):
     secure_aggregation: SecureAggregationSpec | None = Field(
         None, description="Star only: bucketed secure aggregation (null: the server sees every update).")
     leakage: LeakageSpec | None = Field(None, description="After the run, attack its privacy (null: no attack).")
+    eclipse: EclipseSpec | None = Field(
+        None, description="After the run, the eclipse attack on a victim's view, with and without the defenses (null: none).")
     ledger: LedgerSpec = Field(LedgerSpec(), description="The run's tamper-evident ledger (grids turn it off).")
     engine: Literal["local", "ray"] = Field(
         "local", description="Where local training runs: in this process, or sharded over Ray actors.")
@@ -451,6 +470,8 @@ class Scenario(Strict):
                 raise _FieldError(f"faults.{i}.count", f.count, f"more than the {n} nodes")
             if f.target == "server" and self.topology.name != "star":
                 raise _FieldError(f"faults.{i}.target", "server", "only a star has a server")
+        if self.eclipse is not None:
+            self._check_eclipse(self.eclipse)
         if isinstance(self.leakage, LeakageSpec) and isinstance(self.leakage.node, int) \
                 and self.leakage.node >= n:
             raise _FieldError("leakage.node", self.leakage.node, f"node ids must be below {n}")
@@ -535,6 +556,18 @@ class Scenario(Strict):
                          ("quarantine", self.quarantine is not None), ("provenance", self.provenance is not None)):
             if on:
                 raise _FieldError(what, "set", "not available with diversity (each group runs the plain chain)")
+
+    @staticmethod
+    def _check_eclipse(e: EclipseSpec) -> None:
+        if e.honest + e.attacker_prefixes > 250:
+            raise _FieldError("eclipse.attacker_prefixes", e.attacker_prefixes,
+                              f"{e.honest} honest /16s and the attacker's must fit in 127.0.0.0/8's 250")
+        if e.view > e.honest:
+            raise _FieldError("eclipse.view", e.view, f"the victim's first view is drawn from the {e.honest} honest peers")
+        if -(-e.sybils // e.attacker_prefixes) >= 1 << 16:
+            raise _FieldError("eclipse.sybils", e.sybils, f"more than a /16 holds in each of {e.attacker_prefixes} prefixes")
+        if len(set(e.samplers)) != len(e.samplers):
+            raise _FieldError("eclipse.samplers", e.samplers, "a sampler is named twice")
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -11,9 +11,12 @@ timeout has passed, whichever comes first.
     governance: activate what passed (min version, quarantine, rollback); halt if too old
     train from the current model -> x_r; commit: an update commitment in its own log
       (base model hash, SHA-256(salt || x_r), dataset root, hidden claimed count)
-    send x_r to every live registered peer, with the salt and the same commitment signed for
-      the peer's log (a malicious node first waits for honest messages and crafts its own)
-    collect peers' round-r messages until all live peers sent or the timeout passed
+    send x_r to every live registered peer (or, with node.yaml's sampling, to the peers of its
+      view: Basalt, Brahms or push-pull, phalanx.network.view; a peer that sends this node its
+      update without being in the view gets this node's back), with the salt and the same
+      commitment signed for the peer's log (a malicious node first waits for honest messages
+      and crafts its own)
+    collect peers' round-r messages until all live peers (of the view) sent or the timeout passed
       (each checked on arrival: signature, round, the commitment opens, shape; then its
       commitment is logged at once; non-finite rows are kept but rejected, as in the simulation)
     aggregate: the defense chain over its own row and the received rows, relative to its
@@ -91,6 +94,7 @@ from phalanx.network.config import Genesis, NodeConfig, NodeKeys
 from phalanx.network.envelope import EnvelopeError, Fork, Identity, NonceWindow, Opened
 from phalanx.network.messages import make, read
 from phalanx.network.peers import AllPeers, Peer, PeerTable, open_record, sign_record
+from phalanx.network.view import SampledPeers
 
 PROTOCOL_NAME = {"gossip": "phalanx-net-gossip/1", "star": "phalanx-net-star/1",
                  "committee": "phalanx-net-committee/1"}
@@ -152,8 +156,10 @@ class Node:
         self.server_last: tuple[int, bytes] | None = None  # star client: the last (size, root) accepted
         self.evidence_found: list[dict] = []
         self.public_models: set[bytes] = set()
-        self.sampler = AllPeers()
+        self.sampler = self._sampler()
         self.table = PeerTable(self.me)
+        self._replies: dict[int, tuple[set[bytes], Any]] = {}  # round -> (peers sent to, send to one more)
+        self._replies_lock = threading.Lock()
         self._rejected_total = 0
         self._build_log()
         self._build_peers()
@@ -170,6 +176,13 @@ class Node:
             self.committee = CommitteeDriver(self)
 
     # ================================================================== set-up
+
+    def _sampler(self):
+        """Every live peer, or a view drawn by the sampler ``node.yaml`` names (gossip only)."""
+        spec = self.config.sampling
+        if spec is None or self.mode != "gossip":
+            return AllPeers()
+        return SampledPeers(spec.name, spec.view, self.me + self.keys.identity.public.raw)
 
     def identity(self) -> Identity:
         return Identity(self.me, self.keys.identity, self.keys.xkey)
@@ -304,6 +317,9 @@ class Node:
 
     def refused(self, endpoint: str, status: int, reason: str, sender: bytes | None) -> None:
         self.counters[f"refused_{status}"] += 1
+        peer = self.table.get(sender) if sender is not None else None
+        if peer is not None and status in (400, 422):  # malformed or false: an invalid message
+            self.sampler.invalid(peer)
         line = {"time": round(time.time(), 3), "endpoint": endpoint, "status": status, "reason": reason,
                 "sender": sender.hex() if sender else None}
         with self.lock:
@@ -397,6 +413,7 @@ class Node:
             raise EnvelopeError(421, "misdirected: in a committee, updates go to the validators", sender)
         with self.lock:
             if r <= max(self.round, self.closed):
+                self._answer(r, sender)  # it may still be waiting for this node's round-r update
                 raise EnvelopeError(409, f"round {r} is closed here (this node is at round {self.round})", sender)
             if r > self.round + 2:
                 raise EnvelopeError(409, f"round {r} is too far ahead (this node is at round {self.round})", sender)
@@ -419,7 +436,25 @@ class Node:
             self.cond.notify_all()
         if self.committee is not None:
             self.committee.received(r, received)
+        if peer is not None:
+            self.sampler.heard(peer)
+            self.sampler.delivered(peer)
+        self._answer(r, sender)
         return make("update_reply", ok=True, seq=received.entry.seq + 1, why="")
+
+    def _answer(self, r: int, sender: bytes) -> None:
+        """A sampled view is not symmetric: a peer that sent this node its round-r update without
+        being in this node's view still waits for this node's, so it gets it (once)."""
+        if isinstance(self.sampler, AllPeers):
+            return
+        with self._replies_lock:
+            kit = self._replies.get(r)
+            if kit is None or sender in kit[0]:
+                return
+            kit[0].add(sender)
+        peer = self.table.get(sender)
+        if peer is not None and peer.handshaken:
+            self.pool.submit(kit[1], peer)
 
     def _check_update(self, msg: dict, sender: bytes, key: bytes) -> Received:
         d = self.task.dim
@@ -542,14 +577,30 @@ class Node:
 
     def _on_peers(self, m: Opened) -> bytes:
         msg = read("peers", m.body, 1 << 20)
-        for raw in msg["records"][:1000]:
-            fields = open_record(raw, None)
-            if fields is not None and self.table.get(fields["node"]) is None and fields["node"] != self.me:
-                self.table.add(Peer(node=fields["node"], url=fields["url"], xk=fields["xk"], key=fields["key"],
-                                    software=fields["software"]))
+        self._learn_peers(msg["records"][:1000], pushed_by=m.sender)
+        return make("peers", records=self._my_records())
+
+    def _my_records(self) -> list[bytes]:
+        """This node's signed record, and those of its view's peers (Basalt's pull; none with AllPeers)."""
         mine = sign_record(self.keys.identity, self.me, self.keys.xk, self.config.advertised, self.software,
                            list(self._registration().roles))
-        return make("peers", records=[mine])
+        if isinstance(self.sampler, AllPeers):
+            return [mine]
+        return [mine] + [p.record for p in self.sampler.sample(self.table, self.round) if p.record][:64]
+
+    def _learn_peers(self, records: list[bytes], pushed_by: bytes | None = None) -> None:
+        """Add the peers these records name (signed by the key their node ID names) and tell the sampler."""
+        for raw in records:
+            fields = open_record(raw, None)
+            if fields is None or fields["node"] == self.me:
+                continue
+            peer = self.table.get(fields["node"])
+            if peer is None:
+                peer = self.table.add(Peer(node=fields["node"], url=fields["url"], xk=fields["xk"],
+                                           key=fields["key"], software=fields["software"]))
+            peer.record = peer.record or raw
+            if fields["node"] == pushed_by:
+                self.sampler.heard(peer)
 
     # -- status and metrics ----------------------------------------------------------------
     def status(self) -> dict:
@@ -565,6 +616,7 @@ class Node:
             "log": {"origin": self.origin, "size": self.log.size, "checkpoints": self.log.ledger.checkpoint_count},
             "peers": [{"name": p.name, "node": p.node.hex(), "up": p.up, "registered": p.registered,
                        "refusal": p.refusal} for p in self.table.all()],
+            "view": self.sampler.describe(self.table),
             "accuracy": last.get("accuracy"), "evidence": self.evidence_found[-20:],
             "refused": {k.removeprefix("refused_"): v for k, v in self.counters.items() if k.startswith("refused_")},
             "pid": __import__("os").getpid(),
@@ -723,19 +775,15 @@ class Node:
             self.background.submit(self._exchange_peers)
 
     def _exchange_peers(self) -> None:
-        mine = sign_record(self.keys.identity, self.me, self.keys.xk, self.config.advertised, self.software,
-                           list(self._registration().roles))
+        records = self._my_records()
         for peer in [p for p in self.table.all() if p.handshaken and p.up][:4]:
             try:
-                data = self._call(peer, "peers", make("peers", records=[mine]), timeout=5.0)
+                data = self._call(peer, "peers", make("peers", records=records), timeout=5.0)
             except PeerError:
                 continue
             if data is None:
                 continue
-            for raw in read("peers", data, 1 << 20)["records"][:1000]:
-                fields = open_record(raw, None)
-                if fields is not None and fields["node"] != self.me and self.table.get(fields["node"]) is None:
-                    self.table.add(Peer(node=fields["node"], url=fields["url"], xk=fields["xk"], key=fields["key"]))
+            self._learn_peers(read("peers", data, 1 << 20)["records"][:1000])
 
     # -- governance at the start of a round ------------------------------------------------
     def _governance(self, r: int) -> None:
@@ -863,6 +911,7 @@ class Node:
         else:
             trained_sent = trained
         (own_entry, own_index), = self.log.submit([own_body])
+        self._open_replies(r, peers, lambda p: self._send_update(p, r, trained_sent, own_body, salt, count_salt))
         bodies = {}
         for p in peers:
             if messages[p.node] is trained_sent:
@@ -871,6 +920,7 @@ class Node:
                 bodies[p.node] = self._commit(r, base, messages[p.node])
         t_send = time.time()
         sent = list(self.pool.map(lambda p: self._send_update(p, r, messages[p.node], *bodies[p.node]), peers))
+        expected = self._exchanging(r, peers, sent, expected)
         t_wait = time.time()
         got = self._wait(r, expected, deadline)
         t_agg = time.time()
@@ -879,6 +929,30 @@ class Node:
         return {"sent": sum(sent), "received": len(got), **record_info,
                 "train_commit_s": round(t_send - t0, 4), "send_s": round(t_wait - t_send, 4),
                 "wait_s": round(t_agg - t_wait, 4), "aggregate_log_s": round(time.time() - t_agg, 4)}
+
+    def _exchanging(self, r: int, peers: list[Peer], sent: list[bool], expected: set[bytes]) -> set[bytes]:
+        """Whom round r waits for. Every live peer sends to every other (AllPeers): ``expected``. A
+        sampled view: the view's peers that took this node's update, since each answers it (from
+        its view or :meth:`_answer`), even one that sent this node nothing before (so the lag filter
+        of :meth:`_wait`, for peers that stopped sending, is not applied to it this round)."""
+        if isinstance(self.sampler, AllPeers):
+            return expected
+        for p, ok in zip(peers, sent):
+            if ok:
+                p.round = max(p.round, r - 1)
+        return {p.node for p, ok in zip(peers, sent) if ok}
+
+    def _open_replies(self, r: int, peers: list[Peer], send) -> None:
+        """Round r's update goes to ``peers``; from now on also to whoever sends this node theirs."""
+        if isinstance(self.sampler, AllPeers):
+            return
+        with self._replies_lock:
+            self._replies = {k: v for k, v in self._replies.items() if k >= r - 1}
+            self._replies[r] = ({p.node for p in peers}, send)
+        with self.lock:
+            early = list(self.inbox.get(r, {}))
+        for sender in early:
+            self._answer(r, sender)
 
     def _seed_index(self) -> int:
         return self.member.shard if self.member is not None else 0

@@ -17,10 +17,16 @@ composed by the CLI"). :class:`EngineChecks` holds the state they need, in log o
   the model is what the log says the network held after that round (the star's global model,
   or the root over every node's model), and the checkpoint it names covers that round's
   records and existed before the rollback;
-- **committee**: every ``round_certificate`` carries q votes of distinct validators (the nodes
-  the log registered with the role ``validator``, by their current keys) on the hash of its
-  batch and aggregate, each vote re-checked for the committee's origin, which derives from the
-  log's (:func:`phalanx.engine.committee.ledger.check_certificate_entry`, ``committee_origin``).
+- **committee**: every ``round_certificate`` carries q = floor(2n/3) + 1 votes of distinct
+  validators (the nodes the log registered with the role ``validator``, by their current keys) on
+  the hash of its batch and aggregate, each vote re-checked for the committee's origin
+  (:func:`phalanx.engine.committee.ledger.check_certificate_entry`); one round has one certified
+  value; a committee's evidence must name a validator. The committee's origin is the one a
+  simulated run's starting record names (param ``committee``) or, for a deployed node's log,
+  derives from the log's (``committee_origin``). In a simulated run, which logs every update
+  commitment, a certificate's batch must name the round's logged commitments, and every
+  aggregate record needs its round's certificate: it cites it, its inputs are the certified
+  batch in order, and the aggregate it applied is the certified one.
 
 :meth:`EngineChecks.reverted` then lists which rounds each rollback reverted and why, for the
 audit's report.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from phalanx.core.keys import VerifyKey
 from phalanx.core.merkle import leaf_hashes, root_of
 from phalanx.ledger import Entry, LedgerState
 from phalanx.ledger.trace import LedgerIndex
@@ -50,6 +57,7 @@ class EngineChecks:
         self.proposals: dict[int, object] = {}
         self.activations: dict[int, object] = {}
         self.approved: list[dict] = []
+        self.certificates: dict[int, tuple[int, object]] = {}  # round -> (entry index, certificate)
 
     def checks(self) -> list[Callable[[int, Entry, LedgerState], str | None]]:
         return [self.observe, self.not_quarantined, self.governance, self.committee]
@@ -119,22 +127,70 @@ class EngineChecks:
             return self._rollback(index, body)
         return None
 
-    # -- committee -------------------------------------------------------------------------
-    def committee(self, index: int, entry: Entry, state: LedgerState) -> str | None:
-        if entry.type != "round_certificate":
-            return None
-        from phalanx.core.keys import VerifyKey
-        from phalanx.engine.committee.ledger import check_certificate_entry, committee_origin
+    # -- committee ------------------------------------------------------------------------
+    def _committee_origin(self) -> tuple[str | None, bool]:
+        """(the committee's origin, whether a simulated run's starting record named it)."""
+        genesis = self.index.genesis
+        named = None if genesis is None else genesis.body.params.get("committee")
+        if named is not None:
+            return named, True
+        from phalanx.engine.committee.ledger import committee_origin
 
-        if self.origin is None:
-            return "round_certificate: the log's origin was not given, so its committee's is unknown"
-        keys = [VerifyKey(state.current[n]) for n in sorted(self._validators()) if n in state.current]
-        if not keys:
-            return f"round_certificate round {entry.body.round}: the log registered no validator"
-        try:
-            check_certificate_entry(entry.body, keys, committee_origin(self.origin))
-        except ValueError as e:
-            return str(e)
+        return (None if self.origin is None else committee_origin(self.origin)), False
+
+    def _validator_keys(self, state: LedgerState) -> list[VerifyKey]:
+        return [VerifyKey(state.current[n]) for n in sorted(self._validators()) if n in state.current]
+
+    def committee(self, index: int, entry: Entry, state: LedgerState) -> str | None:
+        from phalanx.engine.committee.ledger import check_certificate_entry
+
+        body, (origin, simulated) = entry.body, self._committee_origin()
+        if entry.type == "round_certificate":
+            if origin is None:
+                return (f"round_certificate round {body.round}: the log's origin was not given and its "
+                        "starting record names no committee, so the committee's origin is unknown")
+            keys = self._validator_keys(state)
+            if not keys:
+                return f"round_certificate round {body.round}: the log registered no validator"
+            try:
+                check_certificate_entry(body, keys, origin)
+            except ValueError as e:
+                return str(e)
+            if simulated:
+                logged = {c.body.update for c in self.index.commitments.values() if c.body.round == body.round}
+                missing = [u for u in body.batch if u not in logged]
+                if missing:
+                    return (f"round_certificate round {body.round}: its batch names {missing[0].hex()[:16]}..., "
+                            "no update commitment of that round")
+            earlier = self.certificates.setdefault(body.round, (index, body))[1]
+            if earlier.value != body.value:
+                return (f"round_certificate round {body.round}: a second certified value (entry "
+                        f"{self.certificates[body.round][0]} certified another)")
+        elif entry.type == "committee_evidence":
+            if body.node is not None and body.node not in {k.node_id for k in self._validator_keys(state)}:
+                return (f"committee_evidence ({body.kind}) names node {body.node.hex()[:16]}..., "
+                        "not a validator")
+        elif entry.type == "aggregate_record" and simulated and body.rule != "initial":
+            return self._certified(body)
+        return None
+
+    def _certified(self, body) -> str | None:
+        """A committee run's aggregate is the one its round's certificate signed."""
+        r = body.round
+        if r not in self.certificates:
+            return (f"aggregate record of round {r}: a committee run's aggregate needs a certificate, "
+                    f"round {r} has none")
+        at, cert = self.certificates[r]
+        if body.params.get("certificate") != at:
+            cited = body.params.get("certificate")
+            return f"aggregate record of round {r} cites certificate entry {cited}, round {r}'s is entry {at}"
+        inputs = [self.index.commitments.get(x.entry) for x in body.inputs]
+        if [c.body.update if c is not None else None for c in inputs] != list(cert.batch):
+            return f"aggregate record of round {r}: its inputs are not the certified batch, in its order"
+        recorded = body.params.get("aggregate")
+        if recorded != cert.aggregate.hex():
+            return (f"aggregate record of round {r}: it applied aggregate {str(recorded)[:16]}..., the "
+                    f"certificate signed {cert.aggregate.hex()[:16]}...")
         return None
 
     def _rollback(self, index: int, body) -> str | None:

@@ -26,7 +26,16 @@ item 5):
   simulation's vote policy stands for theirs), the ``governance_activation``, and the
   ``quarantine`` entry citing the activation and the node's update commitment of the round where
   it had one. The audit checks the chain, and refuses any later commitment of a quarantined node;
-- **a scheduled rollback** (:mod:`.rollback`).
+- **a scheduled rollback** (:mod:`.rollback`);
+- **committee rounds** (topology ``committee``, :mod:`phalanx.engine.committee_round`): the log's
+  validators are the committee (the committee signs with their registered keys, under the log's
+  origin, and names each update by its update commitment), the starting record names the
+  committee's origin (param ``committee``), and each certified round logs its
+  ``round_certificate`` (signed by the sequencer who proposed the batch), every new piece of
+  ``committee_evidence`` (double signing, a missed promise, ...), then the aggregate record,
+  signed by that sequencer, citing the certificate (param ``certificate``) and carrying the hash
+  of the certified aggregate (param ``aggregate``). A round without a certificate logs no
+  aggregate: the model stays. The audit re-checks all of it (:mod:`.checks`).
 
 What it sent means: in a star, the update (the model delta) the server received; in gossip,
 the model each neighbour received. A malicious node logs one commitment per round (the message
@@ -74,6 +83,7 @@ from phalanx.ledger import (
     UpdateEquivocation,
     envelope_message,
 )
+from phalanx.engine.committee.ledger import certificate_entry, evidence_entry
 from phalanx.privacy.client import clip_updates
 
 PROTOCOL = {"star": "phalanx-star/1", "gossip": "phalanx-gossip/1"}
@@ -158,7 +168,16 @@ class LedgerRecorder(RoundObserver):
         self.sim, self.folder, self.config = sim, Path(folder), config
         self.kind = "gossip" if sim.topology.kind == "gossip" else "star"  # a committee's model is global
         self.n = sim.shards.num_nodes
-        self.ids = Identities(config.seed, config.origin, self.n, config.validators, self.kind == "star")
+        self.committee = getattr(sim, "committee", None)
+        self.ids = Identities(config.seed, config.origin, self.n, config.validators,
+                              self.kind == "star" and self.committee is None)
+        if self.committee is not None:
+            if config.validators != self.committee.t.validators:
+                raise ValueError(f"ledger: the log's validators are the committee's "
+                                 f"({self.committee.t.validators}), not {config.validators}")
+            self.committee.bind([self.ids.validator(j) for j in range(config.validators)], config.origin,
+                                lambda r, node: self.round.commits[node].update)
+            self.committee_logged = 0  # pieces of the committee's evidence already in the log
         self.log = self.ids.log_signer()
         self.witnesses = self.ids.witnesses(self.log)
         self.policy = Policy.byzantine([self.log.vkey], [w.vkey for w in self.witnesses])
@@ -210,7 +229,8 @@ class LedgerRecorder(RoundObserver):
         genesis = AggregateRecord(round=0, rule="initial", inputs=[], result=start,
                                   params={"topology": self.kind, "dtype": self.dtype,
                                           "d": int(initial.numel()), "model": self.config.model or "model",
-                                          "nodes": self.n})
+                                          "nodes": self.n,
+                                          **({"committee": self.config.origin} if self.committee else {})})
         items.append((genesis, ids.validator(0)))
         self.genesis = self.ledger.size + len(items) - 1
         self.ledger.submit_many(items)
@@ -274,6 +294,9 @@ class LedgerRecorder(RoundObserver):
                            "bucket_members": json.dumps(members), "weights": "none",
                            "revealed_rows": self.private.keep_tensor(means).hex()})
             weights = None
+        if self.committee is not None:  # the validators' recomputation: CPU, one thread
+            params.update({"device": "cpu", "threads": 1})
+            star_aggregate = tensor_hash(out[0]).hex()
         if chain.needs_root:
             params["root"] = self.private.commit_tensor(self.ids.salt("root", r), context.root[0]).hex()
         if chain.stateful and context.previous is not None:
@@ -290,6 +313,8 @@ class LedgerRecorder(RoundObserver):
             star["pre_noise"] = self.private.commit_tensor(self.ids.salt("pre-noise", r), pre)
             star["released"] = self.private.keep_tensor(out[0])
             params.update({"dp": "central", "clip": rnd.clip, "noise_std": float(std), "participants": m})
+        if self.committee is not None:
+            star["aggregate"] = star_aggregate
         for node, w in zip(star["used"], star["weights"]):
             rnd.commits[node].weight = w
         rnd.star = star
@@ -368,7 +393,9 @@ class LedgerRecorder(RoundObserver):
             items.append((UpdateEquivocation(round=r, node=self.node_ids[sender], commitment=index[sender],
                                              received=received, envelope=envelope), self.ids.node(receiver)))
             self.equivocations[sender] += 1
-        if self.kind == "star":
+        if self.committee is not None:
+            items += self._committee_entries(r, index, first + len(items))
+        elif self.kind == "star":
             items += self._star_record(sim, r, index)
         else:
             items += self._gossip_records(sim, r, index)
@@ -448,6 +475,24 @@ class LedgerRecorder(RoundObserver):
         return [(AggregateRecord(round=r, rule=self.chain_rule, params=params, inputs=inputs,
                                  rejected=rejected, result=self.global_hash, pre_noise=star["pre_noise"],
                                  released=star["released"]), server)]
+
+    def _committee_entries(self, r: int, index: dict[int, int], start: int) -> list:
+        """Round ``r``'s certificate, the committee's new evidence, and the certified aggregate's
+        record (``start``: the log index the first of them will get); nothing without a certificate."""
+        committee, rnd = self.committee, self.round
+        cert = committee.certificates.get(r)
+        fresh = committee.evidence[self.committee_logged:]
+        self.committee_logged = len(committee.evidence)
+        if cert is None or rnd.star is None:
+            return []
+        sequencer = self.ids.validator(cert.proposal.signer)
+        items: list = [(certificate_entry(cert, committee.public), sequencer)]
+        for e in fresh:  # reported by a voter other than the culprit
+            reporter = next((j for j in cert.signers if j != e.culprit), cert.proposal.signer)
+            items.append((evidence_entry(e, committee.public), self.ids.validator(reporter)))
+        record, _ = self._star_record(self.sim, r, index)[0]
+        params = {**record.params, "certificate": start, "aggregate": rnd.star["aggregate"]}
+        return items + [(record.model_copy(update={"params": params}), sequencer)]
 
     def _gossip_records(self, sim, r: int, index: dict[int, int]) -> list:
         rnd, chain = self.round, sim.aggregator
