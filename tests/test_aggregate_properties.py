@@ -623,3 +623,15 @@ def test_single_call_takes_an_int_f(f):
     assert float(rule(rows, context=Context(f=f))[0]) == 2.0
     with pytest.raises(InsufficientRows):
         rule(rows[:4], context=Context(f=f))
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 40_000), (3, 5, 200_003), (2, 64, 9_000), (1, 130, 50)])
+def test_the_blocked_sorting_network_equals_torch_sort(shape):
+    """Coordinate blocks (sorting.sort_rows) change nothing: several blocks, a ragged last block, a
+    network over more rows than a block's minimum, and torch.sort above NETWORK_MAX_ROWS."""
+    from phalanx.aggregate.sorting import MIN_BLOCK, sort_rows
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    x[0, 0, :7] = x[0, -1, :7]  # ties
+    assert torch.equal(sort_rows(x), x.sort(dim=1).values)
+    assert shape[2] <= MIN_BLOCK or shape[2] > max(MIN_BLOCK, (1 << 19) // (shape[0] * shape[1]))  # blocked

@@ -126,6 +126,7 @@ class Node:
                  software: str = phalanx.__version__):
         self.folder, self.config, self.keys, self.genesis, self.task = Path(folder), config, keys, genesis, task
         self.me = keys.node
+        self.genesis_digest = genesis.digest()  # the genesis file is fixed for the node's life
         self.member = genesis.member(self.me)
         self.name = config.name
         self.software = config.software or software
@@ -188,7 +189,7 @@ class Node:
         return Identity(self.me, self.keys.identity, self.keys.xkey)
 
     def _schedule(self) -> ForkSchedule:
-        return ForkSchedule(self.genesis.digest(), self.gov.upgrades())
+        return ForkSchedule(self.genesis_digest, self.gov.upgrades())
 
     def fork(self) -> Fork:
         h, nxt = self._schedule().fork_id(self.round)
@@ -345,13 +346,13 @@ class Node:
                 reg.append(self._dataset())
             origin = self.genesis.origin(peer.node)
             entries = [sign_entry(b, self.keys.identity, i, origin).encoding for i, b in enumerate(reg)]
-        return {"network": self.genesis.network, "genesis": self.genesis.digest(), "software": self.software,
+        return {"network": self.genesis.network, "genesis": self.genesis_digest, "software": self.software,
                 "proto": self.protocol, "url": self.config.advertised, "roles": list(self._registration().roles),
                 "round": self.round, "log": self.keys.log.public.raw.hex(), "witness": self.keys.witness.public.raw.hex(),
                 "entries": entries, "seq": 0, "mode": self.mode}
 
     def _check_hello(self, hello: dict, fork: Fork | None, who: str) -> None:
-        if hello["network"] != self.genesis.network or hello["genesis"] != self.genesis.digest():
+        if hello["network"] != self.genesis.network or hello["genesis"] != self.genesis_digest:
             raise EnvelopeError(403, f"{who} is on network {hello['network'][:40]!r} with another genesis")
         why = self.gov.refuse_version(hello["software"], hello["proto"], self.round + 1)
         if why is not None:
@@ -993,7 +994,7 @@ class Node:
         rejected = [Rejection(entry=index_of[s], reason="non-finite") for s in senders if not got[s].finite]
         self._rejected_total += len(rejected)
         k = 1 + len(usable)
-        msgs = torch.stack([trained, *[got[s].model for s in usable]])[None].clone()
+        msgs = torch.stack([trained, *[got[s].model for s in usable]])[None]  # a fresh tensor: no clone
         mask = torch.ones(1, k, dtype=torch.bool)
         f = declared_f(torch.tensor([k - 1]), task.declared_f, task.declared_share)
         ok = chain.admissible(torch.tensor([k]), f)
