@@ -137,6 +137,35 @@ def test_rounds_certify_with_a_validator_killed_mid_run(network):
 
 
 @SLOW
+def test_rounds_certify_with_f_faults_counting_a_byzantine_validator(network):
+    """n = 7 (q = 5, f = 2): one validator signs wrong digests throughout and another is killed
+    mid-run; the five honest ones certify every round, and no certificate carries the Byzantine
+    validator's vote."""
+    rounds, n = 6, 7
+    net = network(nodes=n, rounds=rounds, mode="committee", timeout=3.0,
+                  topology={**COMMITTEE, "validators": n})
+    net.edit("node1", committee_fault="wrong_hash")  # also round 1's view-0 sequencer
+    net.start()
+    names = [p.name for p in net.planned]
+    net.wait(lambda: all(net.round_of(x) >= 2 for x in names), 300, "round 2 everywhere")
+    net.kill9("node5")
+    honest = ["node0", "node2", "node3", "node4", "node6"]
+    net.wait(lambda: net.all_done(honest), 300, "the honest validators to finish")
+    net.stop()
+    genesis = load_genesis(net.out / "genesis.yaml")
+    byzantine = bytes.fromhex(genesis.members[1].node)
+    logs = {x: ledger_of(net, x) for x in honest}
+    certs = {x: certificates(entries) for x, entries in logs.items()}
+    assert all(sorted(c) == list(range(1, rounds + 1)) for c in certs.values()), certs
+    assert all(c == certs["node0"] for c in certs.values())  # one certified value per round
+    signers = [set(e.body.signers) for e in logs["node0"] if e.type == "round_certificate"]
+    assert signers and all(byzantine not in s and len(s) >= quorum(n) for s in signers)
+    first = metrics(net, "node0")[0]
+    assert first["round"] == 1 and first["view"] >= 1 and first["sequencer"] != "node1"  # its proposal failed
+    audit_ok(net.by_name("node3").folder / "ledger.db")
+
+
+@SLOW
 def test_killing_the_launcher_and_the_current_sequencer_leaves_the_committee_running(tmp_path):
     out = tmp_path / "up"
     rounds = 10

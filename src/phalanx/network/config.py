@@ -279,9 +279,10 @@ class NodeConfig(Strict):
         None, description="tests only: claim this software version instead of the installed one")
     server_behaviour: Literal["honest", "split_view"] = Field(
         "honest", description="tests only, star server: split_view sends half the nodes another model")
-    committee_fault: Literal["none", "censor", "equivocate"] = Field(
-        "none", description="tests only, a committee validator as sequencer: censor drops one update it "
-                            "promised; equivocate signs two proposals and two checkpoints")
+    committee_fault: Literal["none", "censor", "equivocate", "wrong_hash"] = Field(
+        "none", description="tests only, a committee validator: as sequencer, censor drops one update it "
+                            "promised and equivocate signs two proposals and two checkpoints; wrong_hash "
+                            "signs a wrong aggregate digest in every proposal, echo and vote")
     admission_evidence: Annotated[str, Field(pattern=r"^[0-9a-f]{0,4096}$")] = Field(
         "", description="admission evidence (hex), for a node that joins after genesis")
     peers: list[Annotated[str, Field(max_length=300)]] = Field(

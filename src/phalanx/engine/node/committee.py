@@ -36,11 +36,14 @@ Byzantine behaviours for tests (``committee_fault`` in ``node.yaml``, honoured o
 ``censor``, the simulation's name (:class:`phalanx.network.topology.Committee`): as view-0
 sequencer, drop one update it promised; ``equivocate``: as view-0 sequencer, sign a second
 proposal (another batch) for half the validators, and a second checkpoint of its log (another
-tree at the same size) for some of its witnesses.
+tree at the same size) for some of its witnesses; ``wrong_hash``, the simulation's behaviour of
+that name: every digest it proposes, echoes or votes on is wrong, so none of its statements counts
+toward a quorum (it still takes the certified model, to keep serving).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -199,7 +202,15 @@ class CommitteeDriver:
                 return None
 
         recompute.results = lambda batch: by_size[len(batch)].results[tuple(batch)]
-        return recompute
+        if self.fault != "wrong_hash":
+            return recompute
+
+        def wrong(batch):  # a Byzantine validator: the right rows, a wrong digest signed
+            right = recompute(batch)
+            return None if right is None else hashlib.sha256(b"wrong" + right).digest()
+
+        wrong.results = recompute.results
+        return wrong
 
     def _batch(self, r: int) -> list[bytes]:
         """The commitments this node holds for round ``r`` (finite rows), in node-ID order."""
