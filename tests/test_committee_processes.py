@@ -110,6 +110,33 @@ def test_the_audit_rechecks_a_round_certificate_and_names_what_fails():
     assert "not a validator" in check(body, validators=2)
 
 
+def test_a_validator_relays_only_proposals_their_views_sequencer_signed():
+    import hashlib
+
+    import torch
+
+    from phalanx.aggregate import chain
+    from phalanx.engine.committee import Recomputer, Validator, sequencer, sign
+    from phalanx.engine.node.committee import relayable
+
+    origin = "phalanx.net/test/committee"
+    signing = [SigningKey.derive("cmt-relay", i) for i in range(4)]
+    public = [k.public for k in signing]
+    rows = {hashlib.sha256(bytes([i])).digest(): torch.tensor([float(i), 1.0]) for i in range(4)}
+    rc = Recomputer(rows, chain(["mean"]), f=1, round_=5)
+    v = Validator(0, signing[0], public, origin, 5, rc)
+    seq = sequencer(5, 0, list(range(4)))
+    (genuine,) = [s for s in Validator(seq, signing[seq], public, origin, 5, rc).propose(sorted(rows))
+                  if isinstance(s.statement, Proposal)]
+    assert relayable(v, genuine)
+    other = (seq + 1) % 4  # a validator, but not this view's sequencer
+    assert not relayable(v, sign(genuine.statement, signing[other], other, origin))
+    assert not relayable(v, Signed(genuine.statement, seq, bytes(64)))  # a forged signature
+    assert not relayable(v, sign(genuine.statement, signing[seq], seq, "phalanx.net/other/committee"))
+    later = Validator(0, signing[0], public, origin, 6, rc)
+    assert not relayable(later, genuine)  # another round's
+
+
 # ------------------------------------------------------------------ crashes
 
 def test_rounds_certify_with_a_validator_killed_mid_run(network):

@@ -68,6 +68,7 @@ from phalanx.engine.committee import (
     quorum,
     sequencer,
     sign,
+    verify,
 )
 from phalanx.engine.committee.ledger import certificate_entry, check_certificate_entry, committee_origin, evidence_entry
 from phalanx.engine.pipeline import declared_f
@@ -459,7 +460,7 @@ class CommitteeDriver:
                 out.setdefault(r, []).extend(v.receive(s))
                 rounds.add(r)
                 st = s.statement
-                if isinstance(st, Proposal) and (r, st.view, st.value) not in self.relayed:
+                if isinstance(st, Proposal) and (r, st.view, st.value) not in self.relayed and relayable(v, s):
                     self.relayed.add((r, st.view, st.value))
                     relay.setdefault(r, []).append(s)
         for r in rounds:
@@ -567,3 +568,16 @@ class CommitteeDriver:
                 raise
             old = e.latest_size
             return w.add_checkpoint(old, tree.consistency_proof(old, tree.size) if 0 < old < tree.size else [], data)
+
+
+def relayable(v: Validator, s: Signed) -> bool:
+    """Whether a proposal is passed on to the other validators: only one that its view's sequencer
+    really signed for this round, so that a forged or misattributed proposal from any peer is
+    never amplified to the whole committee (the validator refuses it anyway)."""
+    if not isinstance(s.statement, Proposal) or s.statement.round != v.round:
+        return False
+    try:
+        verify(s, v.keys, v.origin)
+    except StatementError:
+        return False
+    return v.sequencer_of(s.statement.view) == s.signer
