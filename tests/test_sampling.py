@@ -8,7 +8,8 @@ import numpy as np
 
 from phalanx.network.sampling import Basalt, PushPull, hierarchical_rank
 from phalanx.network.scoring import PeerScores
-from phalanx.range.eclipse import EclipseConfig, Checkpoints, addresses, run_one
+from phalanx.range.eclipse import Checkpoints, addresses, run_one
+from phalanx.range.scenario import EclipseSpec
 
 
 def test_hierarchical_rank_orders_by_prefix_first():
@@ -21,7 +22,7 @@ def test_hierarchical_rank_orders_by_prefix_first():
 
 
 def test_basalt_keeps_a_prefix_concentrated_attacker_to_few_slots_where_push_pull_falls():
-    cfg = EclipseConfig(rounds=15, seeds=(0,), samplers=("push_pull", "basalt"))
+    cfg = EclipseSpec(rounds=15, seeds=[0], samplers=["push_pull", "basalt"])
     cps = Checkpoints(4)
     naive = run_one(cfg, "push_pull", 0, cps)
     basalt = run_one(cfg, "basalt", 0, cps)
@@ -32,7 +33,7 @@ def test_basalt_keeps_a_prefix_concentrated_attacker_to_few_slots_where_push_pul
 
 
 def test_attacker_addresses_sit_in_few_prefixes_of_127_8():
-    a = addresses(EclipseConfig(), np.random.default_rng(0))
+    a = addresses(EclipseSpec(), np.random.default_rng(0))
     assert (a >> 24 == 127).all()
     assert len(np.unique(a[200:] >> 16)) == 2 and len(np.unique(a[:200] >> 16)) == 200
 

@@ -141,14 +141,14 @@ def eclipse(
     import pydantic
 
     from phalanx.network.config import one_line
-    from phalanx.range.eclipse import EclipseConfig, markdown, run as run_eclipse, write
+    from phalanx.range.eclipse import markdown, run as run_eclipse, write
     from phalanx.range.scenario import EclipseSpec
 
     try:
         spec = EclipseSpec(rounds=rounds, seeds=list(range(seeds)))
     except pydantic.ValidationError as e:
         raise _fail(f"error: {one_line(e, 'eclipse')}", 2) from None
-    result = run_eclipse(EclipseConfig.of(spec))
+    result = run_eclipse(spec)
     write(result, out)
     typer.echo(markdown(result) + f"written: {out}/eclipse.md, eclipse.json, eclipse.png")
 

@@ -38,13 +38,17 @@ from phalanx.core.seeding import generator
 from phalanx.privacy.accounting import Accountant, PrivacyLedger, epsilon
 
 
+def released(counts: torch.Tensor, noise: float, draws: torch.Tensor) -> torch.Tensor:
+    """Releases from standard normal ``draws``: ``counts + noise * draws``, floored at 1
+    (post-processing) so that no honest node's weight falls to zero or below."""
+    return (counts.double() + noise * draws).clamp(min=1.0)
+
+
 def noised_count(count: float, noise: float, gen: torch.Generator | None = None) -> float:
-    """One release: ``count + N(0, noise^2)``, floored at 1 (post-processing) so that no honest
-    node's weight falls to zero or below."""
+    """One node's release of its count, ``count + N(0, noise^2)`` (see :func:`released`)."""
     if not noise > 0:
         raise ValueError(f"the count noise must be > 0 samples, got {noise!r}")
-    z = float(torch.randn((), generator=gen, dtype=torch.float64))
-    return max(1.0, float(count) + noise * z)
+    return float(released(torch.tensor(float(count)), noise, torch.randn((), generator=gen, dtype=torch.float64)))
 
 
 def release_epsilon(noise: float, delta: float, accountant: Accountant = "rdp") -> float:
@@ -86,6 +90,5 @@ class CountRelease:
         if len(first):
             self.account.record(first.tolist(), self.noise, 1.0, 1)
             self.released[first] = True
-        noised = claims.cpu().double() + self.noise * self.draws[ids]
-        out = torch.where(honest.cpu(), noised.clamp(min=1.0), claims.cpu().double())
+        out = torch.where(honest.cpu(), released(claims.cpu(), self.noise, self.draws[ids]), claims.cpu().double())
         return out.to(device=claims.device, dtype=claims.dtype)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,33 +32,14 @@ import numpy as np
 from phalanx.core.keys import SigningKey
 from phalanx.engine.committee import CheckpointGate
 from phalanx.ledger import Checkpoint, Policy, Signer, sign_checkpoint
+from phalanx.range.scenario import EclipseSpec
 from phalanx.ledger.note import SIG_COSIGNATURE
 from phalanx.network.sampling import SAMPLERS
 
 ORIGIN = "eclipse.phalanx/log"
 
 
-@dataclass(frozen=True)
-class EclipseConfig:
-    honest: int = 200
-    sybils: int = 2000
-    attacker_prefixes: int = 2
-    view: int = 16
-    pushes: int = 16
-    rounds: int = 30
-    seeds: tuple[int, ...] = (0, 1, 2)
-    witnesses: int = 4
-    stall_after: int = 3
-    samplers: tuple[str, ...] = ("push_pull", "brahms", "basalt")
-
-    @classmethod
-    def of(cls, spec) -> EclipseConfig:
-        """From a scenario's validated ``eclipse`` section (:class:`phalanx.range.scenario.EclipseSpec`)."""
-        fields = spec.model_dump()
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-
-
-def addresses(cfg: EclipseConfig, rng: np.random.Generator) -> np.ndarray:
+def addresses(cfg: EclipseSpec, rng: np.random.Generator) -> np.ndarray:
     """Honest peers at 127.h.x.y (one /16 each), then the attacker's in its few /16s."""
     base = 127 << 24
     honest = base + (np.arange(cfg.honest) << 16) + rng.integers(1, 1 << 16, cfg.honest)
@@ -84,7 +64,7 @@ class Checkpoints:
         return note.with_signatures([w.sign(note.text, 1_700_000_000 + size) for w in cosigners]).format()
 
 
-def run_one(cfg: EclipseConfig, sampler: str, seed: int, cps: Checkpoints) -> dict:
+def run_one(cfg: EclipseSpec, sampler: str, seed: int, cps: Checkpoints) -> dict:
     rng = np.random.default_rng(seed)
     addr = addresses(cfg, rng)
     n = len(addr)
@@ -122,7 +102,7 @@ def run_one(cfg: EclipseConfig, sampler: str, seed: int, cps: Checkpoints) -> di
             "stall_noticed": None if taken_at is None or noticed_at is None else noticed_at - taken_at}
 
 
-def run(cfg: EclipseConfig) -> dict:
+def run(cfg: EclipseSpec) -> dict:
     cps = Checkpoints(cfg.witnesses)
     runs = [run_one(cfg, s, seed, cps) for s in cfg.samplers for seed in cfg.seeds]
     table = []
@@ -138,7 +118,7 @@ def run(cfg: EclipseConfig) -> dict:
                       "guarded_forks": float(np.mean([r["guarded_forks"] for r in rs])),
                       "stall_noticed_after": float(np.mean(noticed)) if noticed else None,
                       "share_curve": share.tolist()})
-    return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
+    return {"config": cfg.model_dump(mode="json"),
             "table": table, "runs": runs}
 
 

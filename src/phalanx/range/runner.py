@@ -462,9 +462,9 @@ def run_study(study: str, description: str, runs: list[Scenario], out_dir: Path,
 
                 summary["runs"][-1]["leakage"] = evaluate(b, s.leakage)
             if s.eclipse is not None:
-                from phalanx.range.eclipse import EclipseConfig, run as run_eclipse
+                from phalanx.range.eclipse import run as run_eclipse
 
-                summary["runs"][-1]["eclipse"] = run_eclipse(EclipseConfig.of(s.eclipse))
+                summary["runs"][-1]["eclipse"] = run_eclipse(s.eclipse)
             if s.diversity is not None:
                 from phalanx.range.diversity import transfer_table
 

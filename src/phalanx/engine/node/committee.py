@@ -144,11 +144,7 @@ class CommitteeDriver:
         node = self.node
         t0 = time.time()
         base = node.model
-        trained = node.task.train(base, r, node._seed_index())
-        update = (trained - base).contiguous()
-        if node.task.attack is not None:
-            update = node._craft_star(r, base, update)
-        body, salt, count_salt = node._commit(r, base, update)
+        update, body, salt, count_salt = node._star_update(r, base)
         (_, own_index), = node.log.submit([body])
         with self.lock:
             eligible = list(self.eligible)

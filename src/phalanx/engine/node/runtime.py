@@ -127,6 +127,7 @@ class Node:
         self.folder, self.config, self.keys, self.genesis, self.task = Path(folder), config, keys, genesis, task
         self.me = keys.node
         self.genesis_digest = genesis.digest()  # the genesis file is fixed for the node's life
+        self._released: float | None = None  # weighting noised: the count this node released (kept on disk)
         self.member = genesis.member(self.me)
         self.name = config.name
         self.software = config.software or software
@@ -860,14 +861,16 @@ class Node:
             return 0.0
         path = self.folder / "released_count.json"
         with self.lock:
-            if path.exists():
-                return float(json.loads(path.read_text())["released"])
-            g = torch.Generator().manual_seed(secrets.randbits(63))
-            value = noised_count(self.task.samples, self.task.count_noise, g)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"released": value, "noise": self.task.count_noise}))
-            tmp.replace(path)
-            return value
+            if self._released is None and path.exists():
+                self._released = float(json.loads(path.read_text())["released"])
+            if self._released is None:
+                g = torch.Generator().manual_seed(secrets.randbits(63))
+                value = noised_count(self.task.samples, self.task.count_noise, g)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"released": value, "noise": self.task.count_noise}))
+                tmp.replace(path)
+                self._released = value
+            return self._released
 
     def _ask_seq(self, peer: Peer) -> int:
         """This node's next sequence number in ``peer``'s log, as the peer says (0 if it does not)."""
@@ -1120,15 +1123,19 @@ class Node:
     def _server_peer(self) -> Peer | None:
         return self.table.get(self.server) if self.server is not None else None
 
-    def _star_client_round(self, r: int) -> dict | None:
-        t0 = time.time()
-        server = self._server_peer()
-        base = self.model
+    def _star_update(self, r: int, base: torch.Tensor) -> tuple[torch.Tensor, UpdateCommitment, bytes, bytes]:
+        """What a star or committee node sends in round ``r``: its model after local training minus
+        ``base`` (crafted first if it attacks), and its commitment (body, salt, count salt)."""
         trained = self.task.train(base, r, self._seed_index())
         update = (trained - base).contiguous()
         if self.task.attack is not None:
             update = self._craft_star(r, base, update)
-        body, salt, count_salt = self._commit(r, base, update)
+        return (update, *self._commit(r, base, update))
+
+    def _star_client_round(self, r: int) -> dict | None:
+        t0 = time.time()
+        server = self._server_peer()
+        update, body, salt, count_salt = self._star_update(r, self.model)
         self.log.submit([body])
         sent = server is not None and server.handshaken and self._send_update(server, r, update, body, salt, count_salt)
         with self.cond:
